@@ -1,0 +1,200 @@
+"""Forward passes over planned windows, giving each scored token's NLL.
+
+Alignment (one window, BOS prepended, tokens x0..x3 of the document)::
+
+    input position   0      1    2    3    4
+    input token      <bos>  x0   x1   x2   x3
+    predicts         x0     x1   x2   x3   (next, unused)
+
+The hidden state at input position j is fed to the LM head to score the token
+at position j + 1. Only scored positions go through the head, a chunk at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import GptlossError
+from .loss import chunk_rows, chunked_nll
+from .models import LoadedModel
+from .windows import BosPolicy, TokenizedDocument, Window, plan_windows, resolve_bos, window_inputs
+
+DEFAULT_CONTEXT_CAP = 2048
+Progress = Callable[[int], None]  # called with the number of tokens just scored
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """What the user asked for; None means the model's default."""
+
+    max_length: int | None = None
+    stride: int | None = None
+    bos: BosPolicy = BosPolicy.auto
+    batch_size: int = 8
+    padding_side: str = "right"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Settings resolved against a model, as reported in every result."""
+
+    max_length: int
+    stride: int
+    bos_policy: str
+    bos_token_id: int | None
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class DocumentLosses:
+    """The scored tokens of one document: doc token indices, NLL (nats) and context length."""
+
+    tokens: TokenizedDocument
+    positions: np.ndarray  # (k,) int64, increasing
+    nll: np.ndarray  # (k,) float64
+    context: np.ndarray  # (k,) int64
+
+
+def model_context(model: Any) -> int | None:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
+    context = model_context(loaded.model)
+    max_length = settings.max_length or min(context or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
+    if context is not None and max_length > context:
+        raise GptlossError(f"--max-length {max_length} exceeds this model's context of {context} tokens")
+    stride = settings.stride or max_length
+    if stride > max_length:
+        raise GptlossError(f"--stride {stride} is larger than --max-length {max_length}")
+    bos_id = resolve_bos(loaded.tokenizer, settings.bos)
+    return Plan(max_length, stride, settings.bos.value, bos_id, settings.batch_size)
+
+
+class Scorer:
+    """Scores tokenized documents with one loaded model."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.model = loaded.model
+        self.device = torch.device(loaded.info.device)
+        self.split = _split_head(self.model)
+        vocab = int(self.model.config.get_text_config().vocab_size)
+        self.rows = chunk_rows(vocab)
+
+    def score(
+        self, docs: list[TokenizedDocument], plan: Plan, padding_side: str = "right", progress: Progress | None = None
+    ) -> list[DocumentLosses]:
+        has_bos = plan.bos_token_id is not None
+        windows = [
+            w for i, d in enumerate(docs) for w in plan_windows(i, len(d), plan.max_length, plan.stride, has_bos)
+        ]
+        windows.sort(key=lambda w: w.end - w.start, reverse=True)  # similar lengths share a batch: little padding
+        parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in docs]
+        with torch.inference_mode():
+            for lo in range(0, len(windows), plan.batch_size):
+                batch = windows[lo : lo + plan.batch_size]
+                for window, part in zip(
+                    batch, self._score_batch(docs, batch, plan.bos_token_id, padding_side), strict=True
+                ):
+                    parts[window.doc].append(part)
+                if progress:
+                    progress(sum(w.n_scored for w in batch))
+        return [_assemble(doc, doc_parts) for doc, doc_parts in zip(docs, parts, strict=True)]
+
+    def _score_batch(
+        self, docs: list[TokenizedDocument], batch: list[Window], bos_id: int | None, padding_side: str
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        rows_in = [window_inputs(docs[w.doc], w, bos_id) for w in batch]
+        width = max(len(r) for r in rows_in)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+        prefix = 0 if bos_id is None else 1
+        row_idx, col_idx, meta = [], [], []
+        for b, (window, row) in enumerate(zip(batch, rows_in, strict=True)):
+            pad = width - len(row) if padding_side == "left" else 0
+            ids[b, pad : pad + len(row)] = torch.tensor(row)
+            mask[b, pad : pad + len(row)] = 1
+            doc_pos = np.arange(window.score_start, window.end)  # (k,) document token indices
+            cols = pad + prefix + (doc_pos - window.start)  # (k,) input positions of the targets
+            row_idx.append(np.full(len(doc_pos), b))
+            col_idx.append(cols)
+            meta.append((doc_pos, prefix + doc_pos - window.start))
+        rows_t = torch.from_numpy(np.concatenate(row_idx)).to(self.device)  # (M,)
+        cols_t = torch.from_numpy(np.concatenate(col_idx)).to(self.device)  # (M,)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        nll = self._nll(ids, mask, rows_t, cols_t).double().cpu().numpy()  # (M,)
+        out, lo = [], 0
+        for doc_pos, context in meta:
+            out.append((doc_pos, nll[lo : lo + len(doc_pos)], context))
+            lo += len(doc_pos)
+        return out
+
+    def _nll(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """NLL of ids[rows, cols] given everything before it in its row. ids, mask: (B, T); rows, cols: (M,)."""
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding keeps real positions
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
+        targets = ids[rows, cols]  # (M,)
+        if self.split is not None:
+            body, head = self.split
+            hidden = body(**inputs).last_hidden_state  # (B, T, D)
+            return chunked_nll(hidden[rows, cols - 1], targets, head, self.rows)  # (M,)
+        logits = self.model(**inputs).logits  # (B, T, V): models whose head we cannot split off
+        return chunked_nll(logits[rows, cols - 1], targets, lambda x: x, self.rows)  # (M,)
+
+
+# Model types whose logits are exactly lm_head(base_model(...).last_hidden_state), soft-capped by
+# `final_logit_softcapping` when the config sets it. Each is checked in the tests against the
+# model's own logits; any other type is checked once on a probe sequence when it is loaded.
+KNOWN_HEADS = frozenset({"gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"})
+
+
+def _split_head(model: Any) -> tuple[Any, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """(body, head) such that head(body(...).last_hidden_state) equals the model's logits, else None."""
+    head = model.get_output_embeddings()
+    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if head is None or body is None or body is model:
+        return None
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+
+    def apply_head(hidden: torch.Tensor) -> torch.Tensor:
+        logits = head(hidden)  # (M, V)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    if model.config.model_type in KNOWN_HEADS or _head_matches(model, body, apply_head):
+        return body, apply_head
+    return None
+
+
+def _head_matches(model: Any, body: Any, head: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """Whether head(body(x)) reproduces the model's logits on a short probe sequence."""
+    device = next(model.parameters()).device
+    vocab = int(model.config.get_text_config().vocab_size)
+    probe = (torch.arange(1, 9, device=device) % vocab).unsqueeze(0)  # (1, 8)
+    with torch.inference_mode():
+        full = model(input_ids=probe, use_cache=False).logits.float()  # (1, 8, V)
+        split = head(body(input_ids=probe, use_cache=False).last_hidden_state).float()  # (1, 8, V)
+    return full.shape == split.shape and torch.allclose(full, split, rtol=1e-4, atol=1e-4)
+
+
+def _assemble(doc: TokenizedDocument, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> DocumentLosses:
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return DocumentLosses(doc, empty, np.zeros(0, dtype=np.float64), empty)
+    positions = np.concatenate([p[0] for p in parts])
+    order = np.argsort(positions, kind="stable")
+    return DocumentLosses(
+        tokens=doc,
+        positions=positions[order],
+        nll=np.concatenate([p[1] for p in parts])[order],
+        context=np.concatenate([p[2] for p in parts])[order],
+    )

@@ -1,0 +1,105 @@
+"""Tokenize documents and plan the context windows the model sees.
+
+A document's tokens x_0 .. x_{n-1} are scored in windows of at most `max_length`
+model inputs. When the BOS policy prepends a marker token, every window starts
+with it, so x_0 is predicted from the marker alone and no window starts with no
+context at all. Windows advance by `stride` new tokens; each token is scored
+exactly once, in the first window whose scored part holds it, and the overlap
+with the previous window serves as context only.
+
+Example, 7 tokens, max_length 4, stride 2, BOS prepended (capacity 3 per window)::
+
+    window 0: <bos> x0 x1 x2        scores x0 x1 x2   (contexts 1, 2, 3)
+    window 1: <bos> x2 x3 x4        scores x3 x4      (x2 is context)
+    window 2: <bos> x4 x5 x6        scores x5 x6
+
+Without a BOS token x_0 has nothing to be predicted from and is not scored, and
+consecutive windows overlap by at least one token so that no other token is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from .errors import GptlossError
+from .inputs import Document
+from .tokenizer import Tokenizer
+
+
+class BosPolicy(str, Enum):
+    """Whether each window starts with the tokenizer's BOS token."""
+
+    auto = "auto"  # prepend it when the tokenizer has one
+    always = "always"  # prepend it; an error when the tokenizer has none
+    never = "never"  # never; the first token of a document is then not scored
+
+
+@dataclass(frozen=True)
+class TokenizedDocument:
+    """A document with its token ids and each token's character span."""
+
+    document: Document
+    ids: np.ndarray  # (n,) int64
+    starts: np.ndarray  # (n,) int64 character offsets
+    ends: np.ndarray  # (n,) int64 character offsets, non-decreasing
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Window:
+    """Tokens [start, end) of document `doc`, scoring tokens [score_start, end)."""
+
+    doc: int
+    start: int
+    end: int
+    score_start: int
+
+    @property
+    def n_scored(self) -> int:
+        return self.end - self.score_start
+
+
+def resolve_bos(tokenizer: Tokenizer, policy: BosPolicy) -> int | None:
+    """The token id each window starts with, or None."""
+    if policy is BosPolicy.never:
+        return None
+    if tokenizer.bos_token_id is None and policy is BosPolicy.always:
+        raise GptlossError("--bos always: this tokenizer has no BOS token")
+    return tokenizer.bos_token_id
+
+
+def tokenize(tokenizer: Tokenizer, document: Document) -> TokenizedDocument:
+    """Token ids and character offsets of a whole document, with no special tokens added."""
+    ids, offsets = tokenizer.encode(document.text)  # (n,), (n, 2)
+    ends = np.maximum.accumulate(offsets[:, 1]) if len(ids) else offsets[:, 1]  # (n,)
+    return TokenizedDocument(document=document, ids=ids, starts=offsets[:, 0], ends=ends)
+
+
+def plan_windows(doc: int, n_tokens: int, max_length: int, stride: int, has_bos: bool) -> list[Window]:
+    """Windows that score every scorable token of an `n_tokens` document exactly once."""
+    capacity = max_length - 1 if has_bos else max_length
+    first = 0 if has_bos else 1
+    step = min(stride, capacity - first)
+    if step < 1:
+        raise GptlossError(f"--max-length {max_length} is too short to score anything")
+    if n_tokens <= first:
+        return []
+    end = min(n_tokens, capacity)
+    windows = [Window(doc, 0, end, first)]
+    while end < n_tokens:
+        new_end = min(n_tokens, end + step)
+        windows.append(Window(doc, max(0, new_end - capacity), new_end, end))
+        end = new_end
+    return windows
+
+
+def window_inputs(tokens: TokenizedDocument, window: Window, bos_id: int | None) -> list[int]:
+    """The model's input ids for one window: the BOS token (if any), then the window's tokens."""
+    prefix: Sequence[int] = () if bos_id is None else (bos_id,)
+    return [*prefix, *tokens.ids[window.start : window.end].tolist()]

