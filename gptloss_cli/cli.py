@@ -114,8 +114,7 @@ def score(
 ) -> None:
     """Perplexity, bits per byte and friends for each file and in total.
 
-    Long texts are scored in windows of --max-length tokens that advance by --stride;
-    every token is scored exactly once.
+    Long texts are scored in windows of --max-length tokens that advance by --stride; every token is scored once.
     """
     from .api import score_documents
     from .engine import WindowSettings

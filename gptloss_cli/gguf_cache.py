@@ -39,6 +39,12 @@ def is_converted(sha256: str) -> bool:
     return (converted_dir(sha256) / MARKER).is_file()
 
 
+def conversion_record(directory: Path) -> dict[str, Any] | None:
+    """What the conversion in `directory` recorded (source, sha256, bos_token_id), or None if it is not one."""
+    record = _read_json(directory / MARKER)
+    return record if "bos_token_id" in record else None
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file, remembered per (path, size, mtime) so a large file is hashed once."""
     stat = path.stat()
@@ -65,8 +71,8 @@ def cached_conversion(path: Path, sha256: str, progress: ConvertProgress | None 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=target.parent))
     try:
-        _convert(path, work, notify)
-        _write_json_atomic(work / MARKER, {"source": path.name, "sha256": sha256})
+        bos_token_id = _convert(path, work, notify)
+        _write_json_atomic(work / MARKER, {"source": path.name, "sha256": sha256, "bos_token_id": bos_token_id})
         shutil.rmtree(target, ignore_errors=True)
         os.replace(work, target)
     finally:
@@ -74,7 +80,8 @@ def cached_conversion(path: Path, sha256: str, progress: ConvertProgress | None 
     return target
 
 
-def _convert(path: Path, out: Path, notify: ConvertProgress) -> None:
+def _convert(path: Path, out: Path, notify: ConvertProgress) -> int | None:
+    """Write a safetensors + tokenizer.json copy of the GGUF file into `out`; return the BOS token id."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -98,6 +105,7 @@ def _convert(path: Path, out: Path, notify: ConvertProgress) -> None:
     fresh.load_state_dict(quantized.state_dict(), strict=True)
     fresh.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    return tokenizer.bos_token_id
 
 
 def _read_json(path: Path) -> dict[str, Any]:

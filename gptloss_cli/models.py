@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import GptlossError
-from .gguf_cache import MARKER, ConvertProgress, cached_conversion, file_sha256
+from .gguf_cache import ConvertProgress, cached_conversion, conversion_record, file_sha256
 from .tokenizer import Tokenizer
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -123,12 +123,15 @@ def load_model(
     progress: ConvertProgress | None = None,
 ) -> LoadedModel:
     """Load `spec` for scoring: eval mode, on `device`, in `dtype`."""
+    source, kind, sha, name = _locate(spec, progress)
+    # Our own conversion: start parsing tokenizer.json in a child process before torch is imported.
+    record = conversion_record(Path(source))
+    tokenizer = Tokenizer.from_dir(Path(source), record["bos_token_id"]) if record else None
     import torch
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    source, kind, sha, name = _locate(spec, progress)
-    model, tokenizer, revision = _from_pretrained(source, getattr(torch, dt), trust_remote_code, spec)
+    model, tokenizer, revision = _from_pretrained(source, getattr(torch, dt), trust_remote_code, spec, tokenizer)
     model.to(dev).eval()
     info = ModelInfo(spec=spec, name=name, kind=kind, sha256=sha, revision=revision, dtype=dt, device=dev)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
@@ -192,7 +195,7 @@ def wheel_file(bundled: Bundled, filename: str) -> tuple[Path, str]:
 
 
 def _from_pretrained(
-    source: str, torch_dtype: Any, trust_remote_code: bool, spec: str
+    source: str, torch_dtype: Any, trust_remote_code: bool, spec: str, tokenizer: Tokenizer | None
 ) -> tuple[Any, Tokenizer, str | None]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -207,9 +210,7 @@ def _from_pretrained(
         model_type = getattr(config, "model_type", None)
         if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not _has_remote_causal_lm(config):
             raise GptlossError(f"{spec}: not a causal language model (model type {model_type!r})")
-        if (Path(source) / MARKER).is_file():  # our own GGUF conversion: tokenizer.json is all there is to read
-            tokenizer = Tokenizer.from_dir(Path(source))
-        else:
+        if tokenizer is None:
             tokenizer = Tokenizer.from_hf(AutoTokenizer.from_pretrained(source, **kwargs))
         model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as exc:

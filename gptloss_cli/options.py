@@ -33,11 +33,11 @@ DtypeOpt = Annotated[
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table for people, json for programs.")]
 MaxLengthOpt = Annotated[
     Optional[int],  # noqa: UP045  (typer reads the annotation at run time)
-    typer.Option(min=2, help="Tokens per window, BOS included [default: the model's context, at most 2048]."),
+    typer.Option(min=2, help="Tokens per window, BOS included (default: the model's context, at most 2048)."),
 ]
 StrideOpt = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option(min=1, help="New tokens per window; the rest of the window is context [default: max-length]."),
+    typer.Option(min=1, help="New tokens per window; the rest of the window is context (default: max-length)."),
 ]
 BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
 BosOpt = Annotated[
@@ -51,4 +51,6 @@ OutputOpt = Annotated[
 ]
 EncodingOpt = Annotated[str, typer.Option(help="Encoding of the input files.")]
 ErrorsOpt = Annotated[DecodeErrors, typer.Option(help="What to do with bytes that do not decode.")]
-TrustOpt = Annotated[bool, typer.Option(help="Allow code shipped with a hub model to run (off by default).")]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Allow code shipped with a hub model to run (off by default).")
+]

@@ -40,6 +40,10 @@ def gemma():
     return load_model("gemma-3-270m")
 
 
+def rel(source: str) -> str:
+    return str(Path(source).relative_to(ROOT))
+
+
 def labels_loss_sum(model, ids: list[int]) -> tuple[float, int]:
     """transformers' own mean loss over the shifted labels, times their count."""
     input_ids = torch.tensor([ids])
@@ -60,23 +64,33 @@ def test_tokenizer_matches_transformers(gemma) -> None:
     assert gemma.tokenizer.bos_token_id == reference.bos_token_id == 2
 
 
-def test_sample_totals_equal_transformers_loss(gemma) -> None:
+@pytest.fixture(scope="module")
+def samples(gemma):
+    """The sample texts scored once with default settings."""
     docs = read_documents([str(ROOT / s) for s in SAMPLES])
-    result = score_documents(gemma, docs, WindowSettings())
-    for doc, score in zip(docs, result.documents, strict=True):
-        ids = [2, *tokenize(gemma.tokenizer, doc).ids.tolist()]
-        expected, count = labels_loss_sum(gemma.model, ids)
+    return docs, score_documents(gemma, docs, WindowSettings())
+
+
+@pytest.fixture(scope="module")
+def reference(gemma, samples) -> dict[str, tuple[float, int]]:
+    """transformers' own loss on [BOS] + the document's ids, per sample text."""
+    docs, _ = samples
+    return {rel(d.source): labels_loss_sum(gemma.model, [2, *tokenize(gemma.tokenizer, d).ids.tolist()]) for d in docs}
+
+
+def test_sample_totals_equal_transformers_loss(samples, reference) -> None:
+    for score in samples[1].documents:
+        expected, count = reference[rel(score.source)]
         assert score.totals.tokens_scored == count
-        assert math.isclose(score.totals.nll_sum, expected, rel_tol=1e-5), doc.source
+        assert math.isclose(score.totals.nll_sum, expected, rel_tol=1e-5), score.source
 
 
-def test_cli_long_window_acceptance(gemma) -> None:
+def test_cli_long_window_acceptance(reference) -> None:
     """`score FILE --format json --max-length 4096` on ~1,300 tokens of English equals transformers' loss."""
     result = CliRunner().invoke(app, ["score", str(PROSE), "--format", "json", "--max-length", "4096"])
     assert result.exit_code == 0 and result.stderr == ""
     total = json.loads(result.stdout)["total"]
-    ids = [2, *tokenize(gemma.tokenizer, read_documents([str(PROSE)])[0]).ids.tolist()]
-    expected, count = labels_loss_sum(gemma.model, ids)
+    expected, count = reference[str(PROSE.relative_to(ROOT))]
     assert 1200 <= count <= 1500
     assert total["tokens_scored"] == count
     assert math.isclose(total["nll_sum"], expected, rel_tol=1e-4)
@@ -89,12 +103,12 @@ def readme_expected_numbers() -> dict[str, tuple[int, float]]:
     return {name: (int(tokens), float(ppl)) for name, tokens, ppl in rows}
 
 
-def test_readme_expected_numbers(gemma) -> None:
+def test_readme_expected_numbers(samples) -> None:
     """The README's table of sample text -> tokens, PPL is what the bundled model gives (PPL to 0.1%)."""
     expected = readme_expected_numbers()
     assert sorted(expected) == [*SAMPLES, "total"]
-    result = score_documents(gemma, read_documents([str(ROOT / s) for s in SAMPLES]), WindowSettings())
-    got = {d.source.replace(str(ROOT) + "/", ""): d.totals for d in result.documents} | {"total": result.total}
+    result = samples[1]
+    got = {rel(d.source): d.totals for d in result.documents} | {"total": result.total}
     for name, (tokens, ppl) in expected.items():
         assert got[name].tokens_scored == tokens, name
         assert math.isclose(got[name].perplexity or 0, ppl, rel_tol=1e-3), (name, got[name].perplexity, ppl)
