@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -116,13 +116,14 @@ def score(
 
     Long texts are scored in windows of --max-length tokens that advance by --stride; every token is scored once.
     """
-    from .api import score_documents
-    from .engine import WindowSettings
     from .inputs import read_documents
-    from .render import score_table, to_json
 
     documents = read_documents(paths, encoding, errors)
-    loaded = _load(model, device, dtype, trust_remote_code)
+    loaded = _load(model, device, dtype, trust_remote_code)  # first: it overlaps tokenizer parsing with torch's import
+    from .api import score_documents
+    from .engine import WindowSettings
+    from .render import score_table, to_json
+
     settings = WindowSettings(max_length=max_length, stride=stride, bos=bos, batch_size=batch_size)
     with _progress("scoring") as (on_total, on_advance):
         result = score_documents(loaded, documents, settings, progress=on_advance, on_tokenized=on_total)
@@ -161,13 +162,8 @@ def _load(spec: str, device: Device, dtype: Dtype, trust_remote_code: bool) -> A
     def stage(message: str) -> None:
         err.print(message, highlight=False, soft_wrap=True)
 
-    with err.status(f"loading {spec}", spinner="dots") if err.is_terminal else _nothing():
+    with err.status(f"loading {spec}", spinner="dots") if err.is_terminal else nullcontext():
         return load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=stage)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager
