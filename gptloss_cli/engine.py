@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import GptlossError
-from .loss import chunk_rows, chunked_nll
+from .loss import LinearHead, head_nll, logits_nll
 from .models import LoadedModel
 from .windows import BosPolicy, TokenizedDocument, Window, plan_windows, resolve_bos, window_inputs
 
@@ -88,8 +88,6 @@ class Scorer:
         self.model = loaded.model
         self.device = torch.device(loaded.info.device)
         self.split = _split_head(self.model)
-        vocab = int(self.model.config.get_text_config().vocab_size)
-        self.rows = chunk_rows(vocab)
 
     def score(
         self, docs: list[TokenizedDocument], plan: Plan, padding_side: str = "right", progress: Progress | None = None
@@ -147,9 +145,9 @@ class Scorer:
         if self.split is not None:
             body, head = self.split
             hidden = body(**inputs).last_hidden_state  # (B, T, D)
-            return chunked_nll(hidden[rows, cols - 1], targets, head, self.rows)  # (M,)
+            return head_nll(hidden[rows, cols - 1], targets, head)  # (M,)
         logits = self.model(**inputs).logits  # (B, T, V): models whose head we cannot split off
-        return chunked_nll(logits[rows, cols - 1], targets, lambda x: x, self.rows)  # (M,)
+        return logits_nll(logits[rows, cols - 1], targets)  # (M,)
 
 
 # Model types whose logits are exactly lm_head(base_model(...).last_hidden_state), soft-capped by
@@ -158,31 +156,27 @@ class Scorer:
 KNOWN_HEADS = frozenset({"gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"})
 
 
-def _split_head(model: Any) -> tuple[Any, Callable[[torch.Tensor], torch.Tensor]] | None:
+def _split_head(model: Any) -> tuple[Any, LinearHead] | None:
     """(body, head) such that head(body(...).last_hidden_state) equals the model's logits, else None."""
-    head = model.get_output_embeddings()
+    linear = model.get_output_embeddings()
     body = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if head is None or body is None or body is model:
+    if not isinstance(linear, torch.nn.Linear) or body is None or body is model:
         return None
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-
-    def apply_head(hidden: torch.Tensor) -> torch.Tensor:
-        logits = head(hidden)  # (M, V)
-        return torch.tanh(logits / cap) * cap if cap else logits
-
-    if model.config.model_type in KNOWN_HEADS or _head_matches(model, body, apply_head):
-        return body, apply_head
+    head = LinearHead(weight=linear.weight, bias=linear.bias, softcap=cap)
+    if model.config.model_type in KNOWN_HEADS or _head_matches(model, body, head):
+        return body, head
     return None
 
 
-def _head_matches(model: Any, body: Any, head: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+def _head_matches(model: Any, body: Any, head: LinearHead) -> bool:
     """Whether head(body(x)) reproduces the model's logits on a short probe sequence."""
     device = next(model.parameters()).device
     vocab = int(model.config.get_text_config().vocab_size)
     probe = (torch.arange(1, 9, device=device) % vocab).unsqueeze(0)  # (1, 8)
     with torch.inference_mode():
         full = model(input_ids=probe, use_cache=False).logits.float()  # (1, 8, V)
-        split = head(body(input_ids=probe, use_cache=False).last_hidden_state).float()  # (1, 8, V)
+        split = head.logits(body(input_ids=probe, use_cache=False).last_hidden_state)  # (1, 8, V)
     return full.shape == split.shape and torch.allclose(full, split, rtol=1e-4, atol=1e-4)
 
 

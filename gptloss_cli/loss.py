@@ -1,23 +1,41 @@
 """Pure torch: per-token negative log-likelihood from hidden states or logits.
 
 Log-softmax is `logit - logsumexp(logits)` in float32 whatever dtype the model
-runs in, and it is computed a chunk of positions at a time, so a float32
-(positions x vocabulary) tensor is never larger than `max_chunk_bytes`.
+runs in. The vocabulary is never materialised for many positions at once: for a
+linear LM head the log-sum-exp is accumulated over blocks of the vocabulary
+(a running maximum and a rescaled running sum, as in online softmax), so the
+largest float32 tensor is rows x vocab_block (2 MiB by default), whatever the
+vocabulary size. Blocking also keeps the weight block in cache while all rows
+use it, which makes the head about twice as fast as whole-vocabulary chunks on CPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-Head = Callable[[torch.Tensor], torch.Tensor]
-DEFAULT_CHUNK_BYTES = 256 * 2**20
+ROWS = 256  # positions per block
+VOCAB_BLOCK = 2048  # vocabulary entries per block
+LOGITS_CHUNK_BYTES = 256 * 2**20  # for logits handed over whole (models whose head cannot be split off)
 
 
-def chunk_rows(vocab_size: int, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    """How many positions fit in one float32 chunk of logits."""
-    return max(1, max_chunk_bytes // (4 * vocab_size))
+@dataclass(frozen=True)
+class LinearHead:
+    """logits = softcap(features @ weight.T + bias); softcap(x) = tanh(x / cap) * cap when cap is set."""
+
+    weight: torch.Tensor  # (V, D)
+    bias: torch.Tensor | None  # (V,)
+    softcap: float | None
+
+    def logits(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """float32 logits of vocabulary entries [lo, hi) for features (M, D): (M, hi - lo)."""
+        block = (features @ self.weight[lo:hi].T).float()  # (M, hi - lo)
+        if self.bias is not None:
+            block += self.bias[lo:hi].float()
+        if self.softcap:
+            block = torch.tanh(block / self.softcap) * self.softcap
+        return block
 
 
 def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -31,19 +49,41 @@ def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return lse - target_logit
 
 
-def chunked_nll(
-    features: torch.Tensor,
-    targets: torch.Tensor,
-    head: Head,
-    rows: int,
-) -> torch.Tensor:
-    """Per-position NLL, applying `head` (features -> logits) `rows` positions at a time.
+def logits_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-row NLL of full logits (M, V), converted to float32 a chunk of rows at a time. Returns (M,)."""
+    rows = max(1, LOGITS_CHUNK_BYTES // (4 * logits.shape[-1]))
+    out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)  # (M,)
+    for lo in range(0, logits.shape[0], rows):
+        out[lo : lo + rows] = nll_from_logits(logits[lo : lo + rows], targets[lo : lo + rows])
+    return out
 
-    features: (M, D) the inputs of the head at the scored positions; targets: (M,).
-    Returns (M,) float32 on the features' device.
+
+def head_nll(
+    features: torch.Tensor, targets: torch.Tensor, head: LinearHead, rows: int = ROWS, vocab_block: int = VOCAB_BLOCK
+) -> torch.Tensor:
+    """Per-position NLL through a linear head, blocked over positions and vocabulary.
+
+    features: (M, D) the head's inputs at the scored positions; targets: (M,). Returns (M,) float32.
     """
     out = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)  # (M,)
     for lo in range(0, features.shape[0], rows):
-        hi = lo + rows
-        out[lo:hi] = nll_from_logits(head(features[lo:hi]), targets[lo:hi])  # (rows,)
+        out[lo : lo + rows] = _block_nll(features[lo : lo + rows], targets[lo : lo + rows], head, vocab_block)
     return out
+
+
+def _block_nll(features: torch.Tensor, targets: torch.Tensor, head: LinearHead, vocab_block: int) -> torch.Tensor:
+    m = features.shape[0]
+    vocab = head.weight.shape[0]
+    run_max = torch.full((m,), -torch.inf, device=features.device)  # (m,)
+    run_sum = torch.zeros(m, device=features.device)  # (m,)
+    target_logit = torch.zeros(m, device=features.device)  # (m,)
+    for lo in range(0, vocab, vocab_block):
+        hi = min(lo + vocab_block, vocab)
+        logits = head.logits(features, lo, hi)  # (m, hi - lo)
+        inside = (targets >= lo) & (targets < hi)  # (m,)
+        local = (targets - lo).clamp(0, hi - lo - 1).unsqueeze(1)  # (m, 1)
+        target_logit = torch.where(inside, logits.gather(1, local).squeeze(1), target_logit)
+        new_max = torch.maximum(run_max, logits.amax(dim=-1))  # (m,)
+        run_sum = run_sum * torch.exp(run_max - new_max) + logits.sub_(new_max.unsqueeze(1)).exp_().sum(dim=-1)
+        run_max = new_max
+    return run_max + torch.log(run_sum) - target_logit

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from gptloss_cli.loss import chunk_rows, chunked_nll, nll_from_logits
+from gptloss_cli.loss import LinearHead, head_nll, logits_nll, nll_from_logits
 
 
 def test_matches_cross_entropy() -> None:
@@ -47,16 +48,36 @@ def test_bfloat16_logits_are_reduced_in_float32() -> None:
     assert torch.allclose(got.double(), expected, rtol=1e-6, atol=1e-5)
 
 
-def test_chunked_equals_unchunked() -> None:
+@pytest.mark.parametrize("softcap", [None, 5.0])
+@pytest.mark.parametrize("bias", [False, True])
+def test_blocked_head_equals_full_logits(softcap: float | None, bias: bool) -> None:
+    """Blocking over rows and vocabulary (online log-sum-exp) gives the full-softmax NLL."""
     torch.manual_seed(2)
-    head = torch.nn.Linear(16, 50, bias=False)
-    feats, targets = torch.randn(23, 16), torch.randint(0, 50, (23,))
-    with torch.no_grad():
-        whole = nll_from_logits(head(feats), targets)
-        for rows in (1, 4, 7, 23, 100):
-            assert torch.allclose(chunked_nll(feats, targets, head, rows), whole, rtol=1e-6, atol=1e-7)
+    weight = torch.randn(50, 16)  # (V, D)
+    head = LinearHead(weight, torch.randn(50) if bias else None, softcap)
+    feats, targets = torch.randn(23, 16) * 3, torch.randint(0, 50, (23,))
+    logits = feats.double() @ weight.double().T + (head.bias.double() if bias else 0)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    expected = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    for rows in (1, 4, 23, 100):
+        for block in (1, 7, 16, 50, 64):
+            got = head_nll(feats, targets, head, rows=rows, vocab_block=block)
+            assert got.dtype == torch.float32
+            assert torch.allclose(got.double(), expected, rtol=1e-5, atol=1e-5), (rows, block)
 
 
-def test_chunk_rows_bounds_memory() -> None:
-    assert chunk_rows(262_144, 256 * 2**20) == 256
-    assert chunk_rows(10**9, 1024) == 1
+def test_blocked_head_zero_weights_give_exactly_log_vocab() -> None:
+    vocab = 262_144
+    head = LinearHead(torch.zeros(vocab, 8), None, None)
+    got = head_nll(torch.randn(5, 8), torch.tensor([0, 1, 2047, 2048, vocab - 1]), head)
+    assert torch.all((got.double() - math.log(vocab)).abs() < 1e-6)
+
+
+def test_logits_nll_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptloss_cli.loss as loss
+
+    monkeypatch.setattr(loss, "LOGITS_CHUNK_BYTES", 4 * 40 * 3)  # 3 rows of 40 logits per chunk
+    torch.manual_seed(3)
+    logits, targets = torch.randn(10, 40).bfloat16(), torch.randint(0, 40, (10,))
+    assert torch.equal(logits_nll(logits, targets), nll_from_logits(logits, targets))
