@@ -163,7 +163,14 @@ def _load(spec: str, device: Device, dtype: Dtype, trust_remote_code: bool) -> A
         err.print(message, highlight=False, soft_wrap=True)
 
     with err.status(f"loading {spec}", spinner="dots") if err.is_terminal else nullcontext():
-        return load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=stage)
+        loaded = load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=stage)
+    if loaded.info.device == "cpu" and loaded.info.dtype != "float32":
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability in ("DEFAULT", "AVX2"):
+            _warn(f"{loaded.info.dtype} matmuls are emulated on this CPU ({capability}): far slower than float32")
+    return loaded
 
 
 @contextmanager
