@@ -11,9 +11,9 @@ import torch
 from conftest import ARCHS
 
 from gptloss_cli.api import score_documents
-from gptloss_cli.engine import KNOWN_HEADS, Scorer, WindowSettings, _head_matches, make_plan
+from gptloss_cli.engine import KNOWN_HEADS, Scorer, WindowSettings, _head_matches, _split_head, make_plan
 from gptloss_cli.inputs import Document
-from gptloss_cli.windows import tokenize
+from gptloss_cli.windows import plan_windows, tokenize
 
 TEXTS = [
     "The cat sat on the mat, and then the dog sat on the log.",
@@ -77,8 +77,6 @@ def test_windows_against_direct_computation(loaded, arch: str, max_length: int, 
     first = 0 if bos is not None else 1
     scored = result.documents[0].losses
     assert scored.positions.tolist() == list(range(first, len(tokens)))  # each token exactly once
-    from gptloss_cli.windows import plan_windows
-
     expected = np.zeros(len(tokens))
     for w in plan_windows(0, len(tokens), max_length, stride, bos is not None):
         ids = torch.tensor([prefix + tokens.ids[w.start : w.end].tolist()])
@@ -139,8 +137,6 @@ def test_other_known_head_types() -> None:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).eval()
         assert config.model_type in KNOWN_HEADS
-        from gptloss_cli.engine import _split_head
-
         split = _split_head(model)
         assert split is not None and _head_matches(model, *split)
 
