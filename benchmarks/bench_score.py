@@ -39,9 +39,9 @@ def child_recipe(args: argparse.Namespace) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gptloss_cli.models import load_model
+    from gptloss_cli.models import locate
 
-    source = load_model(args.model).model.config._name_or_path  # the converted copy of the bundled GGUF
+    source = locate(args.model, None)[0]  # the converted copy of the bundled GGUF, found without loading it
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()

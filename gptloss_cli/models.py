@@ -123,7 +123,7 @@ def load_model(
     progress: ConvertProgress | None = None,
 ) -> LoadedModel:
     """Load `spec` for scoring: eval mode, on `device`, in `dtype`."""
-    source, kind, sha, name = _locate(spec, progress)
+    source, kind, sha, name = locate(spec, progress)
     # Our own conversion: start parsing tokenizer.json in a child process before torch is imported.
     record = conversion_record(Path(source))
     tokenizer = Tokenizer.from_dir(Path(source), record["bos_token_id"]) if record else None
@@ -137,7 +137,7 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
 
 
-def _locate(spec: str, progress: ConvertProgress | None) -> tuple[str, str, str | None, str]:
+def locate(spec: str, progress: ConvertProgress | None) -> tuple[str, str, str | None, str]:
     """(what to give from_pretrained, kind, sha256, resolved name) for a spec."""
     if spec in BUNDLED:
         path, sha = bundled_gguf(BUNDLED[spec])
