@@ -1,11 +1,16 @@
 """Throughput and memory of `gptloss score` against the plain transformers strided recipe, in one run.
 
     .venv/bin/python benchmarks/bench_score.py [--model gemma-3-270m] [--tokens 7600] [--max-length 1024]
+    python benchmarks/bench_score.py --device cuda --random-weights --model DIR   # DIR: config + tokenizer files
 
 Each measurement runs in its own process (so peak RSS is its own) on the same model weights and text: the
 text is sample_texts/prose.txt repeated until it has at least --tokens tokens. Prints tok/s (scoring only,
 after load), the ratio to the recipe, the fraction of the fp32 roofline (2 x parameters FLOP per token at the
 matmul peak measured in this run), peak RSS, and whole-process wall time.
+
+--random-weights gives the model in --model (a directory with config.json and tokenizer files) seeded random
+weights first: speed does not depend on the weights, so a machine without the real ones can still be measured.
+Mean NLL is then meaningless. On CUDA, peak GPU memory is shown as well.
 """
 
 from __future__ import annotations
@@ -30,8 +35,14 @@ def build_text(tokenizer, n_tokens: int) -> str:
     return text
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def memory(device: str) -> dict:
+    """Peak RSS of this process, and peak GPU memory allocated on CUDA, in MB."""
+    out = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device == "cuda":
+        import torch
+
+        out["gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 def child_recipe(args: argparse.Namespace) -> dict:
@@ -44,10 +55,10 @@ def child_recipe(args: argparse.Namespace) -> dict:
     source = locate(args.model, None)[0]  # the converted copy of the bundled GGUF, found without loading it
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, args.dtype)).to(args.device).eval()
     load = time.perf_counter() - t0
     text = Path(args.text).read_text(encoding="utf-8")
-    ids = tokenizer(text, return_tensors="pt").input_ids  # (1, n), BOS added by the tokenizer
+    ids = tokenizer(text, return_tensors="pt").input_ids.to(args.device)  # (1, n), BOS added by the tokenizer
     t0 = time.perf_counter()
     nll_sum, counted, prev_end = 0.0, 0, 0
     for begin in range(0, ids.size(1), args.max_length):
@@ -64,17 +75,17 @@ def child_recipe(args: argparse.Namespace) -> dict:
         if end == ids.size(1):
             break
     seconds = time.perf_counter() - t0
-    return {"tokens": counted, "seconds": seconds, "load_seconds": load, "nll_sum": nll_sum, "rss_mb": peak_rss_mb()}
+    return {"tokens": counted, "seconds": seconds, "load_seconds": load, "nll_sum": nll_sum, **memory(args.device)}
 
 
 def child_gptloss(args: argparse.Namespace) -> dict:
     from gptloss_cli.api import score_documents
     from gptloss_cli.engine import WindowSettings
     from gptloss_cli.inputs import Document
-    from gptloss_cli.models import Dtype, load_model
+    from gptloss_cli.models import Device, Dtype, load_model
 
     t0 = time.perf_counter()
-    lm = load_model(args.model, dtype=Dtype(args.dtype))
+    lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype))
     load = time.perf_counter() - t0
     doc = Document(Path(args.text).read_text(encoding="utf-8"), "bench")
     t0 = time.perf_counter()
@@ -86,30 +97,72 @@ def child_gptloss(args: argparse.Namespace) -> dict:
         "seconds": seconds,
         "load_seconds": load,
         "nll_sum": total.nll_sum,
-        "rss_mb": peak_rss_mb(),
+        **memory(args.device),
     }
 
 
-def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-N GFLOP/s of a square matmul."""
+def child_tokens(args: argparse.Namespace) -> dict:
+    """`gptloss tokens` without the output: records (rank, entropy, top-5) for every token, streamed."""
+    from gptloss_cli.engine import WindowSettings
+    from gptloss_cli.inputs import Document
+    from gptloss_cli.models import Device, Dtype, load_model
+    from gptloss_cli.records import TokenRun
+
+    t0 = time.perf_counter()
+    lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype))
+    load = time.perf_counter() - t0
+    doc = Document(Path(args.text).read_text(encoding="utf-8"), "bench")
+    t0 = time.perf_counter()
+    run = TokenRun(lm, [doc], WindowSettings(max_length=args.max_length, batch_size=args.batch_size), top_k=5)
+    nll_sum = sum(r["nll"] for _, records in run.chunks() for r in records)
+    seconds = time.perf_counter() - t0
+    tokens = run.totals[0].tokens_scored if run.totals[0] else 0
+    return {"tokens": tokens, "seconds": seconds, "load_seconds": load, "nll_sum": nll_sum, **memory(args.device)}
+
+
+def matmul_peak(dtype_name: str, device: str, repeats: int = 5) -> float:
+    """Best-of-N GFLOP/s of a square matmul (fp32 on CUDA without TF32, torch's default)."""
     import torch
 
+    size = 2048 if device == "cpu" else 8192
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    sync()
+    best = min(_timed(lambda: a @ b, sync) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn, sync) -> float:
     t0 = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t0
+
+
+def random_weights(config_dir: str) -> str:
+    """A copy of config_dir's config and tokenizer files with seeded random weights; returns its path."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    target = Path("/tmp") / f"gptloss-bench-random-{Path(config_dir).name}"
+    if not (target / "model.safetensors").exists():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_dir))
+        model.save_pretrained(target)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (Path(config_dir) / name).exists():
+                shutil.copy(Path(config_dir) / name, target / name)
+    return str(target)
 
 
 def run_child(args: argparse.Namespace, mode: str, dtype: str = "float32") -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--dtype", dtype, "--model", args.model, "--text", args.text]
-    cmd += ["--max-length", str(args.max_length), "--batch-size", str(args.batch_size)]
+    cmd += ["--max-length", str(args.max_length), "--batch-size", str(args.batch_size), "--device", args.device]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
@@ -124,37 +177,49 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; medians are shown")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--child", choices=["recipe", "gptloss"])
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="gptloss runs")
+    parser.add_argument("--recipe-dtypes", default="float32", help="recipe runs; the first is the baseline")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--child", choices=["recipe", "gptloss", "tokens"])
+    parser.add_argument("--tokens-run", action="store_true", help="also time `gptloss tokens` (fp32, top-5)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--text")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child_recipe(args) if args.child == "recipe" else child_gptloss(args)))
+        child = {"recipe": child_recipe, "gptloss": child_gptloss, "tokens": child_tokens}[args.child]
+        print(json.dumps(child(args)))
         return
 
-    from gptloss_cli.models import load_model
+    from gptloss_cli.models import Device, load_model
 
-    lm = load_model(args.model)
+    if args.random_weights:
+        args.model = random_weights(args.model)
+    lm = load_model(args.model, device=Device.cpu)
     params = sum(p.numel() for p in lm.model.parameters())
-    text_path = Path("/tmp") / f"gptloss-bench-{args.model}-{args.tokens}.txt"
+    text_path = Path("/tmp") / f"gptloss-bench-{Path(args.model).name}-{args.tokens}.txt"
     text_path.write_text(build_text(lm.tokenizer, args.tokens), encoding="utf-8")
     args.text = str(text_path)
     del lm
-    peaks = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
+    used = {"float32", *args.dtypes.split(",")}  # bf16 on a CPU without bf16 units takes minutes: only if asked
+    peaks = {d: matmul_peak(d, args.device) for d in ("float32", "bfloat16", "float16") if d in used}
     roofline = peaks["float32"] * 1e9 / (2 * params)
     print(f"model {args.model}: {params / 1e6:.0f}M parameters; text {args.tokens}+ tokens; windows {args.max_length}")
-    print(f"matmul peak: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s")
+    print(f"device {device_name(args.device)}; batch size {args.batch_size}")
+    print("matmul peak: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in peaks.items()))
     print(f"fp32 roofline: {roofline:.0f} tok/s")
-    runs = [("recipe", "float32")] + [("gptloss", d) for d in args.dtypes.split(",")]
+    runs = [("recipe", d) for d in args.recipe_dtypes.split(",")] + [("gptloss", d) for d in args.dtypes.split(",")]
+    runs += [("tokens", "float32")] if args.tokens_run else []
     results = {}
     for mode, dtype in runs:
         samples = [run_child(args, mode, dtype) for _ in range(args.repeats)]
         results[(mode, dtype)] = samples
-    base = statistics.median(s["tokens"] / s["seconds"] for s in results[("recipe", "float32")])
-    base_proc = statistics.median(s["process_seconds"] for s in results[("recipe", "float32")])
+    baseline = results[runs[0]]
+    base = statistics.median(s["tokens"] / s["seconds"] for s in baseline)
+    base_proc = statistics.median(s["process_seconds"] for s in baseline)
     header = f"{'run':<18}{'tokens':>7}{'tok/s':>8}{'x recipe':>9}{'roofline':>9}{'RSS MB':>8}{'load s':>7}"
-    print(header + f"{'process s':>10}{'x recipe':>9}{'mean NLL':>10}")
+    header += f"{'process s':>10}{'x recipe':>9}{'mean NLL':>10}"
+    print(header + (f"{'GPU MB':>8}" if args.device == "cuda" else ""))
     for (mode, dtype), samples in results.items():
         tps = statistics.median(s["tokens"] / s["seconds"] for s in samples)
         proc = statistics.median(s["process_seconds"] for s in samples)
@@ -164,7 +229,18 @@ def main() -> None:
         print(
             f"{mode + ' ' + dtype:<18}{samples[0]['tokens']:>7}{tps:>8.0f}{tps / base:>9.2f}{tps / roofline:>9.2f}"
             f"{rss:>8.0f}{load:>7.1f}{proc:>10.1f}{base_proc / proc:>9.2f}{mean_nll:>10.5f}"
+            + (f"{max(s['gpu_mb'] for s in samples):>8.0f}" if args.device == "cuda" else "")
         )
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name()
+    import platform
+
+    return f"{platform.processor() or platform.machine()} CPU"
 
 
 if __name__ == "__main__":

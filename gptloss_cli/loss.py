@@ -4,7 +4,7 @@ Log-softmax is `logit - logsumexp(logits)` in float32 whatever dtype the model
 runs in. The vocabulary is never materialised for many positions at once: for a
 linear LM head the log-sum-exp is accumulated over blocks of the vocabulary
 (a running maximum and a rescaled running sum, as in online softmax), so the
-largest float32 tensor is rows x vocab_block (2 MiB by default), whatever the
+largest float32 tensor is rows x vocab_block (2 MiB on CPU, 256 MiB on a GPU), whatever the
 vocabulary size. Blocking also keeps the weight block in cache while all rows
 use it, which makes the head about twice as fast as whole-vocabulary chunks on CPU.
 """
@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-ROWS = 256  # positions per block
-VOCAB_BLOCK = 2048  # vocabulary entries per block
+ROWS = 256  # positions per block on CPU: a block's logits stay in cache
+VOCAB_BLOCK = 2048  # vocabulary entries per block on CPU
+GPU_ROWS = 2048  # on accelerators small blocks would be launch-bound: 256 MiB of float32 logits per block
+GPU_VOCAB_BLOCK = 32768
 LOGITS_CHUNK_BYTES = 256 * 2**20  # for logits handed over whole (models whose head cannot be split off)
 
 
@@ -59,12 +61,20 @@ def logits_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def head_nll(
-    features: torch.Tensor, targets: torch.Tensor, head: LinearHead, rows: int = ROWS, vocab_block: int = VOCAB_BLOCK
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    head: LinearHead,
+    rows: int | None = None,
+    vocab_block: int | None = None,
 ) -> torch.Tensor:
     """Per-position NLL through a linear head, blocked over positions and vocabulary.
 
     features: (M, D) the head's inputs at the scored positions; targets: (M,). Returns (M,) float32.
+    Block sizes default by device: small on CPU (cache), large elsewhere (fewer kernel launches).
     """
+    on_cpu = features.device.type == "cpu"
+    rows = rows or (ROWS if on_cpu else GPU_ROWS)
+    vocab_block = vocab_block or (VOCAB_BLOCK if on_cpu else GPU_VOCAB_BLOCK)
     out = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)  # (M,)
     for lo in range(0, features.shape[0], rows):
         out[lo : lo + rows] = _block_nll(features[lo : lo + rows], targets[lo : lo + rows], head, vocab_block)
