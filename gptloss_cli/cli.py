@@ -31,6 +31,7 @@ from .options import (
     StrideOpt,
     TrustOpt,
 )
+from .tokens_cmd import tokens
 from .windows import BosPolicy
 
 app = typer.Typer(
@@ -98,6 +99,9 @@ def score(
         if doc.totals.tokens_scored == 0:
             warn(f"{doc.source}: nothing to score (0 tokens)")
     emit(to_json(result.to_dict()) if fmt is Format.json else score_table(result), output)
+
+
+app.command()(handles_errors(tokens))
 
 
 @app.command()

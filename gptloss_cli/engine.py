@@ -12,15 +12,15 @@ at position j + 1. Only scored positions go through the head, a chunk at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import GptlossError
-from .loss import LinearHead, head_nll, logits_nll
+from .loss import LinearHead, TokenStats, head_nll, head_stats, logits_nll, logits_stats
 from .models import LoadedModel
 from .windows import BosPolicy, TokenizedDocument, Window, plan_windows, resolve_bos, window_inputs
 
@@ -51,6 +51,26 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class TokenDetail:
+    """What `tokens` reports beyond the NLL, per scored token (same order as DocumentLosses.positions)."""
+
+    entropy: np.ndarray  # (k,) float64 nats
+    rank: np.ndarray  # (k,) int64, 1 = the model's top choice
+    top_ids: np.ndarray  # (k, K) int64, most likely first
+    top_logprobs: np.ndarray  # (k, K) float64
+
+
+@dataclass(frozen=True)
+class WindowLosses:
+    """The scored tokens of one window."""
+
+    positions: np.ndarray  # (k,) int64 document token indices, increasing
+    nll: np.ndarray  # (k,) float64
+    context: np.ndarray  # (k,) int64 tokens the model saw before each (BOS included)
+    detail: TokenDetail | None
+
+
+@dataclass(frozen=True)
 class DocumentLosses:
     """The scored tokens of one document: doc token indices, NLL (nats) and context length."""
 
@@ -58,6 +78,7 @@ class DocumentLosses:
     positions: np.ndarray  # (k,) int64, increasing
     nll: np.ndarray  # (k,) float64
     context: np.ndarray  # (k,) int64
+    detail: TokenDetail | None = None
 
 
 def model_context(model: Any) -> int | None:
@@ -82,36 +103,56 @@ def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
 
 
 class Scorer:
-    """Scores tokenized documents with one loaded model."""
+    """Scores tokenized documents with one loaded model.
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    With `top_k` set (0 included) each token also gets entropy, rank and the top_k most likely
+    tokens, computed in the same pass over the LM head as the NLL.
+    """
+
+    def __init__(self, loaded: LoadedModel, top_k: int | None = None) -> None:
         self.model = loaded.model
         self.device = torch.device(loaded.info.device)
         self.split = _split_head(self.model)
+        self.top_k = top_k
 
     def score(
         self, docs: list[TokenizedDocument], plan: Plan, padding_side: str = "right", progress: Progress | None = None
     ) -> list[DocumentLosses]:
+        parts: list[list[WindowLosses]] = [[] for _ in docs]
+        for window, part in self.windows(docs, plan, padding_side, progress, in_order=False):
+            parts[window.doc].append(part)
+        return [_assemble(doc, doc_parts) for doc, doc_parts in zip(docs, parts, strict=True)]
+
+    def windows(
+        self,
+        docs: list[TokenizedDocument],
+        plan: Plan,
+        padding_side: str = "right",
+        progress: Progress | None = None,
+        in_order: bool = False,
+    ) -> Iterator[tuple[Window, WindowLosses]]:
+        """Each window's losses as soon as its batch is done.
+
+        in_order: windows come in document order, so a caller can stream each document's tokens as
+        they are scored; otherwise windows are sorted by length first (less padding in a batch).
+        """
         has_bos = plan.bos_token_id is not None
         windows = [
             w for i, d in enumerate(docs) for w in plan_windows(i, len(d), plan.max_length, plan.stride, has_bos)
         ]
-        windows.sort(key=lambda w: w.end - w.start, reverse=True)  # similar lengths share a batch: little padding
-        parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in docs]
+        if not in_order:
+            windows.sort(key=lambda w: w.end - w.start, reverse=True)  # similar lengths share a batch
         with torch.inference_mode():
             for lo in range(0, len(windows), plan.batch_size):
                 batch = windows[lo : lo + plan.batch_size]
-                for window, part in zip(
-                    batch, self._score_batch(docs, batch, plan.bos_token_id, padding_side), strict=True
-                ):
-                    parts[window.doc].append(part)
+                parts = self._score_batch(docs, batch, plan.bos_token_id, padding_side)
                 if progress:
                     progress(sum(w.n_scored for w in batch))
-        return [_assemble(doc, doc_parts) for doc, doc_parts in zip(docs, parts, strict=True)]
+                yield from zip(batch, parts, strict=True)
 
     def _score_batch(
         self, docs: list[TokenizedDocument], batch: list[Window], bos_id: int | None, padding_side: str
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    ) -> list[WindowLosses]:
         rows_in = [window_inputs(docs[w.doc], w, bos_id) for w in batch]
         width = max(len(r) for r in rows_in)
         ids = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
@@ -130,24 +171,35 @@ class Scorer:
         rows_t = torch.from_numpy(np.concatenate(row_idx)).to(self.device)  # (M,)
         cols_t = torch.from_numpy(np.concatenate(col_idx)).to(self.device)  # (M,)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        nll = self._nll(ids, mask, rows_t, cols_t).double().cpu().numpy()  # (M,)
+        stats = self._stats(ids, mask, rows_t, cols_t)
+        nll = _numpy(stats if isinstance(stats, torch.Tensor) else stats.nll)  # (M,)
+        detail = None if isinstance(stats, torch.Tensor) else _detail(stats)
         out, lo = [], 0
         for doc_pos, context in meta:
-            out.append((doc_pos, nll[lo : lo + len(doc_pos)], context))
-            lo += len(doc_pos)
+            hi = lo + len(doc_pos)
+            part = None if detail is None else TokenDetail(*(getattr(detail, f.name)[lo:hi] for f in fields(detail)))
+            out.append(WindowLosses(doc_pos, nll[lo:hi], context, part))
+            lo = hi
         return out
 
-    def _nll(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """NLL of ids[rows, cols] given everything before it in its row. ids, mask: (B, T); rows, cols: (M,)."""
+    def _stats(
+        self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor | TokenStats:
+        """NLL (or TokenStats) of ids[rows, cols] given everything before it in its row.
+
+        ids, mask: (B, T); rows, cols: (M,).
+        """
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding keeps real positions
         inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
         targets = ids[rows, cols]  # (M,)
         if self.split is not None:
             body, head = self.split
-            hidden = body(**inputs).last_hidden_state  # (B, T, D)
-            return head_nll(hidden[rows, cols - 1], targets, head)  # (M,)
-        logits = self.model(**inputs).logits  # (B, T, V): models whose head we cannot split off
-        return logits_nll(logits[rows, cols - 1], targets)  # (M,)
+            features = body(**inputs).last_hidden_state[rows, cols - 1]  # (M, D)
+            if self.top_k is None:
+                return head_nll(features, targets, head)  # (M,)
+            return head_stats(features, targets, head, self.top_k)
+        logits = self.model(**inputs).logits[rows, cols - 1]  # (M, V): models whose head we cannot split off
+        return logits_nll(logits, targets) if self.top_k is None else logits_stats(logits, targets, self.top_k)
 
 
 # Model types whose logits are exactly lm_head(base_model(...).last_hidden_state), soft-capped by
@@ -180,15 +232,31 @@ def _head_matches(model: Any, body: Any, head: LinearHead) -> bool:
     return full.shape == split.shape and torch.allclose(full, split, rtol=1e-4, atol=1e-4)
 
 
-def _assemble(doc: TokenizedDocument, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> DocumentLosses:
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """float64 for floats (sums stay exact enough), int64 otherwise."""
+    if tensor.is_floating_point():
+        return tensor.double().cpu().numpy()
+    return tensor.long().cpu().numpy()
+
+
+def _detail(stats: TokenStats) -> TokenDetail:
+    return TokenDetail(_numpy(stats.entropy), _numpy(stats.rank), _numpy(stats.top_ids), _numpy(stats.top_logprobs))
+
+
+def _assemble(doc: TokenizedDocument, parts: list[WindowLosses]) -> DocumentLosses:
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return DocumentLosses(doc, empty, np.zeros(0, dtype=np.float64), empty)
-    positions = np.concatenate([p[0] for p in parts])
+    positions = np.concatenate([p.positions for p in parts])
     order = np.argsort(positions, kind="stable")
+    detail = None
+    if parts[0].detail is not None:
+        columns = zip(*(vars(p.detail).values() for p in parts), strict=True)
+        detail = TokenDetail(*(np.concatenate(column)[order] for column in columns))
     return DocumentLosses(
         tokens=doc,
         positions=positions[order],
-        nll=np.concatenate([p[1] for p in parts])[order],
-        context=np.concatenate([p[2] for p in parts])[order],
+        nll=np.concatenate([p.nll for p in parts])[order],
+        context=np.concatenate([p.context for p in parts])[order],
+        detail=detail,
     )

@@ -54,3 +54,34 @@ ErrorsOpt = Annotated[DecodeErrors, typer.Option(help="What to do with bytes tha
 TrustOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow code shipped with a hub model to run (off by default).")
 ]
+
+
+class TokenFormat(str, Enum):
+    table = "table"
+    heatmap = "heatmap"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class Unit(str, Enum):
+    token = "token"
+    word = "word"
+
+
+TokenFormatOpt = Annotated[
+    Optional[TokenFormat],  # noqa: UP045
+    typer.Option(
+        "--format",
+        "-f",
+        help="table or heatmap for people; json, jsonl (streamed, one record per line) or csv for programs. "
+        "Default: table, or nothing on stdout when --html is given.",
+        show_default=False,
+    ),
+]
+TopKOpt = Annotated[int, typer.Option(min=0, help="Most likely tokens listed with each token; 0 = none.")]
+UnitOpt = Annotated[Unit, typer.Option(help="token, or word: whitespace-separated words, NLL summed over tokens.")]
+HtmlOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--html", dir_okay=False, help="Also write a self-contained HTML report to this file."),
+]

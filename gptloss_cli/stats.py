@@ -93,19 +93,15 @@ def _exp(x: float | None) -> float | None:
 def scored_text_extent(tokens: TokenizedDocument, positions: np.ndarray) -> tuple[int, int]:
     """UTF-8 bytes and whitespace words of the text whose tokens were scored.
 
-    Token i owns the characters from the end of token i-1 up to its own end (the last
-    token also owns any trailing text), so whitespace a tokenizer leaves out of its
-    offsets still belongs to a token and a fully scored document counts all its bytes.
-    A word counts when the token owning its last character was scored.
+    A character counts when the token owning it (TokenizedDocument.owned_spans) was scored,
+    so a fully scored document counts all its bytes. A word counts when the token owning
+    its last character was scored.
     """
     text = tokens.document.text
     n_chars = len(text)
     if len(positions) == 0 or n_chars == 0:
         return 0, 0
-    ends = np.minimum(tokens.ends, n_chars)  # (n,)
-    starts = np.concatenate([[0], ends[:-1]])  # (n,) owned region start
-    ends = ends.copy()
-    ends[-1] = n_chars
+    starts, ends = tokens.owned_spans()  # (n,), (n,)
     delta = np.zeros(n_chars + 1, dtype=np.int64)  # (chars + 1,)
     np.add.at(delta, starts[positions], 1)
     np.add.at(delta, ends[positions], -1)

@@ -6,12 +6,13 @@ tokens is identical to transformers' fast tokenizers, which wrap the same backen
 Parsing Gemma's tokenizer.json (262,144 tokens, 514,906 merges) takes about two
 seconds and holds the GIL. For our own GGUF conversions, `from_dir` therefore
 parses it in a child process started before torch is imported, so the two run
-on separate cores; the child answers encode requests over a pipe. If the child
-fails for any reason the file is parsed in this process instead.
+on separate cores; the child answers encode and decode requests over a pipe. If
+the child fails for any reason the file is parsed in this process instead.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from .errors import GptlossError
 
 _LEN = 8  # bytes of each little-endian length prefix on the pipe
+_ENCODE, _DECODE = b"E", b"D"  # request tags
 
 
 class Tokenizer:
@@ -30,6 +32,7 @@ class Tokenizer:
         self._backend = backend
         self._path = path
         self._worker: subprocess.Popen[bytes] | None = None
+        self._pieces: dict[int, str] = {}
 
     @classmethod
     def from_hf(cls, hf_tokenizer: Any) -> Tokenizer:
@@ -68,6 +71,23 @@ class Tokenizer:
         offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)  # (n, 2)
         return ids, offsets
 
+    def pieces(self, ids: list[int]) -> list[str]:
+        """The text of each token id on its own (cached): what a top-k alternative would add to the text.
+
+        A token that is part of a character (a byte-fallback piece) decodes to nothing printable and is
+        shown by its vocabulary name instead, such as <0xE2>.
+        """
+        missing = sorted({i for i in ids if i not in self._pieces})
+        if missing:
+            texts = None
+            if self._worker is not None:
+                try:
+                    texts = _request_pieces(self._worker, missing)
+                except (OSError, ValueError):
+                    self._stop_worker()
+            self._pieces.update(zip(missing, texts or _decode_pieces(self.backend, missing), strict=True))
+        return [self._pieces[i] for i in ids]
+
     def _start_worker(self) -> None:
         try:
             self._worker = subprocess.Popen(
@@ -98,10 +118,30 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     return data
 
 
+def _decode_pieces(backend: Any, ids: list[int]) -> list[str]:
+    out = []
+    for i in ids:
+        text = backend.decode([i], skip_special_tokens=False)
+        out.append(text if text and "\ufffd" not in text else (backend.id_to_token(i) or text))
+    return out
+
+
+def _request_pieces(worker: subprocess.Popen[bytes], ids: list[int]) -> list[str]:
+    assert worker.stdin is not None and worker.stdout is not None
+    payload = json.dumps(ids).encode()
+    worker.stdin.write(_DECODE + len(payload).to_bytes(_LEN, "little") + payload)
+    worker.stdin.flush()
+    n = int.from_bytes(_read_exact(worker.stdout, _LEN), "little")
+    texts = json.loads(_read_exact(worker.stdout, n).decode("ascii"))
+    if not isinstance(texts, list) or len(texts) != len(ids):
+        raise ValueError("tokenizer process answered out of turn")
+    return [str(t) for t in texts]
+
+
 def _request(worker: subprocess.Popen[bytes], text: str) -> tuple[np.ndarray, np.ndarray]:
     assert worker.stdin is not None and worker.stdout is not None
     payload = text.encode("utf-8", "surrogatepass")
-    worker.stdin.write(len(payload).to_bytes(_LEN, "little") + payload)
+    worker.stdin.write(_ENCODE + len(payload).to_bytes(_LEN, "little") + payload)
     worker.stdin.flush()
     n = int.from_bytes(_read_exact(worker.stdout, _LEN), "little")
     ids = np.frombuffer(_read_exact(worker.stdout, 8 * n), dtype="<i8").astype(np.int64)  # (n,)
@@ -110,13 +150,19 @@ def _request(worker: subprocess.Popen[bytes], text: str) -> tuple[np.ndarray, np
 
 
 def _serve(vocab_path: str) -> None:
-    """Child process: parse tokenizer.json, then answer length-prefixed encode requests until stdin ends."""
+    """Child process: parse tokenizer.json, then answer tagged, length-prefixed requests until stdin ends."""
     from tokenizers import Tokenizer as Backend
 
     backend = Backend.from_file(vocab_path)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
-    while header := source.read(_LEN):
-        text = _read_exact(source, int.from_bytes(header, "little")).decode("utf-8", "surrogatepass")
+    while tag := source.read(1):
+        body = _read_exact(source, int.from_bytes(_read_exact(source, _LEN), "little"))
+        if tag == _DECODE:
+            answer = json.dumps(_decode_pieces(backend, json.loads(body))).encode()  # ASCII: json escapes the rest
+            sink.write(len(answer).to_bytes(_LEN, "little") + answer)
+            sink.flush()
+            continue
+        text = body.decode("utf-8", "surrogatepass")
         enc = backend.encode(text, add_special_tokens=False)
         ids = np.asarray(enc.ids, dtype="<i8")
         offsets = np.asarray(enc.offsets, dtype="<i8").reshape(-1, 2)

@@ -50,6 +50,22 @@ class TokenizedDocument:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    def owned_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends), (n,) each: the characters each token owns.
+
+        Token i owns the text from the end of token i-1 to its own end, and the last token also owns
+        any trailing text, so the spans tile the document: text a tokenizer leaves out of its offsets
+        (whitespace, say) still belongs to a token. Where several tokens share one character (byte
+        pieces of a character the vocabulary lacks), the first of them owns it; the others own "".
+        """
+        n_chars = len(self.document.text)
+        ends = np.minimum(self.ends, n_chars)  # (n,)
+        starts = np.concatenate([np.zeros(1, dtype=np.int64), ends[:-1]])[: len(ends)]  # (n,)
+        ends = ends.copy()
+        if len(ends):
+            ends[-1] = n_chars
+        return starts, ends
+
 
 @dataclass(frozen=True)
 class Window:

@@ -112,3 +112,30 @@ def test_readme_expected_numbers(samples) -> None:
     for name, (tokens, ppl) in expected.items():
         assert got[name].tokens_scored == tokens, name
         assert math.isclose(got[name].perplexity or 0, ppl, rel_tol=1e-3), (name, got[name].perplexity, ppl)
+
+
+def test_tokens_on_gemma(gemma, samples) -> None:
+    """`tokens` on Gemma: NLL sums to score's, values equal log_softmax of the model's logits, offsets exact."""
+    from gptloss_cli.inputs import Document
+    from gptloss_cli.records import TokenRun
+
+    docs, scored = samples
+    deutsch = next(i for i, d in enumerate(docs) if d.source.endswith("deutsch.txt"))
+    awkward = Document("Familie 👩\u200d👩\u200d👧, e\u0301te\u0301, 中文, שלום, \x07 <script>&amp;\n", "awkward")
+    run = TokenRun(gemma, [docs[deutsch], awkward], WindowSettings(), top_k=5)
+    records: list[list[dict]] = [[], []]
+    for doc, chunk in run.chunks():
+        records[doc].extend(chunk)
+    assert math.isclose(sum(r["nll"] for r in records[0]), scored.documents[deutsch].totals.nll_sum, rel_tol=1e-6)
+    assert "".join(r["token"] for r in records[1]) == awkward.text
+    assert all(awkward.text[r["start"] : r["end"]] == r["token"] for r in records[1])
+    ids = torch.tensor([[2, *run.tokenized[0].ids.tolist()]])
+    with torch.inference_mode():
+        logp = torch.log_softmax(gemma.model(input_ids=ids).logits[0].double(), -1)  # (T, V)
+    for r in records[0]:
+        row, target = logp[r["index"]], r["token_id"]
+        assert math.isclose(r["logprob"], row[target].item(), abs_tol=1e-4)
+        assert math.isclose(r["entropy"], -(row.exp() * row).sum().item(), abs_tol=1e-4)
+        near = int(((row - row[target]).abs() < 1e-4).sum()) - 1
+        assert abs(r["rank"] - (1 + int((row > row[target]).sum()))) <= near
+        assert [t["token_id"] for t in r["top"]] == row.topk(5).indices.tolist()
