@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
+from .compare_cmd import compare
 from .console import emit, handles_errors, load, progress, warn
 from .errors import GptlossError
 from .inputs import DecodeErrors
@@ -102,6 +103,7 @@ def score(
 
 
 app.command()(handles_errors(tokens))
+app.command()(handles_errors(compare))
 
 
 @app.command()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import GptlossError
-from .loss import LinearHead, TokenStats, head_nll, head_stats, logits_nll, logits_stats
+from .loss import Head, LinearHead, TokenStats, head_nll, head_stats, logits_nll, logits_stats
 from .models import LoadedModel
 from .windows import BosPolicy, TokenizedDocument, Window, plan_windows, resolve_bos, window_inputs
 
@@ -153,53 +153,81 @@ class Scorer:
     def _score_batch(
         self, docs: list[TokenizedDocument], batch: list[Window], bos_id: int | None, padding_side: str
     ) -> list[WindowLosses]:
-        rows_in = [window_inputs(docs[w.doc], w, bos_id) for w in batch]
-        width = max(len(r) for r in rows_in)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
-        prefix = 0 if bos_id is None else 1
-        row_idx, col_idx, meta = [], [], []
-        for b, (window, row) in enumerate(zip(batch, rows_in, strict=True)):
-            pad = width - len(row) if padding_side == "left" else 0
-            ids[b, pad : pad + len(row)] = torch.tensor(row)
-            mask[b, pad : pad + len(row)] = 1
-            doc_pos = np.arange(window.score_start, window.end)  # (k,) document token indices
-            cols = pad + prefix + (doc_pos - window.start)  # (k,) input positions of the targets
-            row_idx.append(np.full(len(doc_pos), b))
-            col_idx.append(cols)
-            meta.append((doc_pos, prefix + doc_pos - window.start))
-        rows_t = torch.from_numpy(np.concatenate(row_idx)).to(self.device)  # (M,)
-        cols_t = torch.from_numpy(np.concatenate(col_idx)).to(self.device)  # (M,)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        stats = self._stats(ids, mask, rows_t, cols_t)
+        inputs = batch_inputs(docs, batch, bos_id, padding_side, self.device)
+        head = self.head_for(inputs)
+        stats: torch.Tensor | TokenStats
+        if head.linear is None:
+            targets = inputs.targets
+            stats = (
+                logits_nll(head.inputs, targets)
+                if self.top_k is None
+                else logits_stats(head.inputs, targets, self.top_k)
+            )
+        elif self.top_k is None:
+            stats = head_nll(head.inputs, inputs.targets, head.linear)
+        else:
+            stats = head_stats(head.inputs, inputs.targets, head.linear, self.top_k)
         nll = _numpy(stats if isinstance(stats, torch.Tensor) else stats.nll)  # (M,)
         detail = None if isinstance(stats, torch.Tensor) else _detail(stats)
         out, lo = [], 0
-        for doc_pos, context in meta:
+        for doc_pos, context in inputs.meta:
             hi = lo + len(doc_pos)
             part = None if detail is None else TokenDetail(*(getattr(detail, f.name)[lo:hi] for f in fields(detail)))
             out.append(WindowLosses(doc_pos, nll[lo:hi], context, part))
             lo = hi
         return out
 
-    def _stats(
-        self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-    ) -> torch.Tensor | TokenStats:
-        """NLL (or TokenStats) of ids[rows, cols] given everything before it in its row.
-
-        ids, mask: (B, T); rows, cols: (M,).
-        """
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding keeps real positions
-        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
-        targets = ids[rows, cols]  # (M,)
+    def head_for(self, batch: BatchInputs) -> Head:
+        """What the LM head needs at the scored positions: hidden states with the split-off head,
+        else the model's logits there."""
+        position_ids = (batch.mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding keeps real positions
+        inputs = {
+            "input_ids": batch.ids,
+            "attention_mask": batch.mask,
+            "position_ids": position_ids,
+            "use_cache": False,
+        }
+        rows, cols = batch.rows, batch.cols - 1
         if self.split is not None:
-            body, head = self.split
-            features = body(**inputs).last_hidden_state[rows, cols - 1]  # (M, D)
-            if self.top_k is None:
-                return head_nll(features, targets, head)  # (M,)
-            return head_stats(features, targets, head, self.top_k)
-        logits = self.model(**inputs).logits[rows, cols - 1]  # (M, V): models whose head we cannot split off
-        return logits_nll(logits, targets) if self.top_k is None else logits_stats(logits, targets, self.top_k)
+            body, linear = self.split
+            return Head(body(**inputs).last_hidden_state[rows, cols], linear)  # (M, D)
+        return Head(self.model(**inputs).logits[rows, cols], None)  # (M, V): models whose head we cannot split off
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """A batch of windows as model inputs, and where each window's scored tokens are."""
+
+    ids: torch.Tensor  # (B, T)
+    mask: torch.Tensor  # (B, T)
+    rows: torch.Tensor  # (M,) batch row of each scored token
+    cols: torch.Tensor  # (M,) input position of each scored token
+    targets: torch.Tensor  # (M,) = ids[rows, cols]
+    meta: list[tuple[np.ndarray, np.ndarray]]  # per window: (document positions, context lengths)
+
+
+def batch_inputs(
+    docs: list[TokenizedDocument], batch: list[Window], bos_id: int | None, padding_side: str, device: torch.device
+) -> BatchInputs:
+    rows_in = [window_inputs(docs[w.doc], w, bos_id) for w in batch]
+    width = max(len(r) for r in rows_in)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+    prefix = 0 if bos_id is None else 1
+    row_idx, col_idx, meta = [], [], []
+    for b, (window, row) in enumerate(zip(batch, rows_in, strict=True)):
+        pad = width - len(row) if padding_side == "left" else 0
+        ids[b, pad : pad + len(row)] = torch.tensor(row)
+        mask[b, pad : pad + len(row)] = 1
+        doc_pos = np.arange(window.score_start, window.end)  # (k,) document token indices
+        cols = pad + prefix + (doc_pos - window.start)  # (k,) input positions of the targets
+        row_idx.append(np.full(len(doc_pos), b))
+        col_idx.append(cols)
+        meta.append((doc_pos, prefix + doc_pos - window.start))
+    rows_t = torch.from_numpy(np.concatenate(row_idx)).to(device)  # (M,)
+    cols_t = torch.from_numpy(np.concatenate(col_idx)).to(device)  # (M,)
+    ids, mask = ids.to(device), mask.to(device)
+    return BatchInputs(ids, mask, rows_t, cols_t, ids[rows_t, cols_t], meta)
 
 
 # Model types whose logits are exactly lm_head(base_model(...).last_hidden_state), soft-capped by

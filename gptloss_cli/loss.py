@@ -50,6 +50,24 @@ class LinearHead:
         return value
 
 
+class Head:
+    """Either a linear head with its inputs (logits computed a block at a time) or logits given whole."""
+
+    def __init__(self, inputs: torch.Tensor, linear: LinearHead | None) -> None:
+        self.inputs = inputs  # (M, D) features, or (M, V) logits when linear is None
+        self.linear = linear
+
+    @property
+    def vocab(self) -> int:
+        return int(self.linear.weight.shape[0] if self.linear is not None else self.inputs.shape[1])
+
+    def block(self, rows: slice, lo: int, hi: int) -> torch.Tensor:
+        """float32 logits of rows, vocabulary entries [lo, hi): (m, hi - lo)."""
+        if self.linear is not None:
+            return self.linear.logits(self.inputs[rows], lo, hi)
+        return self.inputs[rows, lo:hi].float()
+
+
 def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """-log softmax(logits)[target] per row, in float32.
 

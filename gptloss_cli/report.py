@@ -148,3 +148,60 @@ def _worst(text: str, records: list[dict[str, Any]], key: str) -> str:
         f'<h3>Most surprising {key}s</h3><table><tr><th>#</th><th>bits</th><th class="l">in context</th>'
         f'<th class="l">model expected</th></tr>{"".join(rows)}</table>'
     )
+
+
+# Δ NLL (B - A) colour scale: blue where B found the text easier, red where harder.
+_DELTA_EDGES = (-4.0, -2.0, -0.5, 0.5, 2.0, 4.0)
+_DELTA_BG = ("#90caf9", "#bbdefb", "#e3f2fd", "#ffffff", "#ffebee", "#ffcdd2", "#ef9a9a")
+
+
+def render_compare_report(data: dict[str, Any], documents: list[Any]) -> str:
+    """The text of each document coloured by Δ NLL per paired span. documents: compare.DocumentPair."""
+    a, b = data["a"]["model"], data["b"]["model"]
+    unit = data["paired"]["unit"]
+    labels = ["&lt;" + f"{_DELTA_EDGES[0]:g}"]
+    labels += [f"{lo:g}\u2026{hi:g}" for lo, hi in zip(_DELTA_EDGES, _DELTA_EDGES[1:], strict=False)]
+    labels.append(f"\u2265{_DELTA_EDGES[-1]:g}")
+    legend = "".join(f'<span style="background:{bg}">{t}</span>' for t, bg in zip(labels, _DELTA_BG, strict=True))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>gptloss compare \u00b7 {_e(a['spec'])} vs {_e(b['spec'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>A: {_e(a['spec'])} ({_e(a['dtype'])}) \u00b7 B: {_e(b['spec'])} ({_e(b['dtype'])})</h1>",
+        f'<p class="meta">{_e(_paired_line(data))}</p>',
+        f'<p class="legend">\u0394 NLL = B \u2212 A per {unit}, nats: {legend}</p>',
+    ]
+    for doc_data, doc in zip(data["documents"], documents, strict=True):
+        parts.append(f'<section><h2>{_e(doc.source)}</h2><p class="meta">{_e(_paired_line(doc_data))}</p>')
+        parts.append(f'<div class="text">{_delta_spans(doc)}</div></section>')
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _paired_line(data: dict[str, Any]) -> str:
+    p = data["paired"]
+    ta, tb = data["a"].get("total", data["a"]), data["b"].get("total", data["b"])
+    line = (
+        f"PPL A {_fmt(ta['perplexity'], 2)}, B {_fmt(tb['perplexity'], 2)} \u00b7 "
+        f"bits/byte A {_fmt(ta['bits_per_byte'], 4)}, B {_fmt(tb['bits_per_byte'], 4)} \u00b7 "
+        f"mean \u0394 NLL {_fmt(p['mean_delta_nll'], 4)} \u00b1 {_fmt(p['stderr'], 4)} over {p['n']} {p['unit']}s"
+    )
+    dist = data.get("distribution")
+    if dist:
+        line += f" \u00b7 mean KL {dist['mean_kld']:.5f} \u00b7 same top-1 {dist['same_top1']:.3f}"
+    return line
+
+
+def _delta_spans(doc: Any) -> str:
+    out, at = [], 0
+    text = doc.text
+    for (start, end), nll_a, nll_b in sorted(zip(doc.spans.tolist(), doc.nll_a, doc.nll_b, strict=True)):
+        if start > at:
+            out.append(_e(text[at:start]))
+        delta = float(nll_b - nll_a)
+        bg = _DELTA_BG[sum(delta >= edge for edge in _DELTA_EDGES)]
+        tip = f"NLL A {nll_a:.3f}, B {nll_b:.3f}, \u0394 {delta:+.3f}"
+        out.append(f'<span class="t" style="background:{bg}" title="{_e(tip)}">{_e(text[start:end])}</span>')
+        at = max(at, end)
+    out.append(_e(text[at:]))
+    return "".join(out)

@@ -17,7 +17,7 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(with_bos: bool = True):
+def build_tokenizer(with_bos: bool = True, vocab_size: int = 320):
     """A byte-level BPE tokenizer (any text encodes) wrapped as a transformers fast tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -26,7 +26,7 @@ def build_tokenizer(with_bos: bool = True):
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     backend.train_from_iterator(CORPUS * 3, trainer=trainer)
     extra = {"bos_token": "<bos>"} if with_bos else {}
@@ -70,10 +70,10 @@ def tiny_config(arch: str, vocab: int):
 ARCHS = ["gpt2", "llama", "gemma3"]
 
 
-def build_model_dir(root: Path, arch: str, with_bos: bool = True, seed: int = 0) -> Path:
+def build_model_dir(root: Path, arch: str, with_bos: bool = True, seed: int = 0, vocab_size: int = 320) -> Path:
     from transformers import AutoModelForCausalLM
 
-    tokenizer = build_tokenizer(with_bos)
+    tokenizer = build_tokenizer(with_bos, vocab_size)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer)), dtype=torch.float32)
     with torch.no_grad():  # larger weights than the init's, so predictions differ from uniform
