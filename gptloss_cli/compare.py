@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine import Plan, Progress, Scorer, WindowSettings, batch_inputs, make_plan
+from .engine import Plan, Progress, Scorer, WindowSettings, batch_inputs, batches, make_plan
 from .inputs import Document
 from .models import LoadedModel
 from .pairloss import pair_stats
@@ -220,8 +220,7 @@ def _same_vocabulary(
     windows.sort(key=lambda w: w.end - w.start, reverse=True)
     parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in docs]
     with torch.inference_mode():
-        for lo in range(0, len(windows), plan.batch_size):
-            batch = windows[lo : lo + plan.batch_size]
+        for batch in batches(windows, plan, scorer_a.device):
             inputs = batch_inputs(docs, batch, plan.bos_token_id, padding_side, scorer_a.device)
             stats = pair_stats(scorer_a.head_for(inputs), scorer_b.head_for(inputs), inputs.targets)
             nll_a, nll_b = stats.nll_a.double().cpu().numpy(), stats.nll_b.double().cpu().numpy()

@@ -25,6 +25,10 @@ from .models import LoadedModel
 from .windows import BosPolicy, TokenizedDocument, Window, plan_windows, resolve_bos, window_inputs
 
 DEFAULT_CONTEXT_CAP = 2048
+# Most model inputs (padding included) in one forward pass: activation memory grows with it, and
+# beyond it throughput does not (CPU matmuls are saturated well before; GPUs take more).
+CPU_TOKEN_BUDGET = 8192
+GPU_TOKEN_BUDGET = 65536
 Progress = Callable[[int], None]  # called with the number of tokens just scored
 
 
@@ -143,8 +147,7 @@ class Scorer:
         if not in_order:
             windows.sort(key=lambda w: w.end - w.start, reverse=True)  # similar lengths share a batch
         with torch.inference_mode():
-            for lo in range(0, len(windows), plan.batch_size):
-                batch = windows[lo : lo + plan.batch_size]
+            for batch in batches(windows, plan, self.device):
                 parts = self._score_batch(docs, batch, plan.bos_token_id, padding_side)
                 if progress:
                     progress(sum(w.n_scored for w in batch))
@@ -192,6 +195,23 @@ class Scorer:
             body, linear = self.split
             return Head(body(**inputs).last_hidden_state[rows, cols], linear)  # (M, D)
         return Head(self.model(**inputs).logits[rows, cols], None)  # (M, V): models whose head we cannot split off
+
+
+def batches(windows: list[Window], plan: Plan, device: torch.device) -> Iterator[list[Window]]:
+    """Consecutive windows, at most plan.batch_size at a time and at most a token budget of padded inputs."""
+    budget = CPU_TOKEN_BUDGET if device.type == "cpu" else GPU_TOKEN_BUDGET
+    prefix = 0 if plan.bos_token_id is None else 1
+    batch: list[Window] = []
+    width = 0
+    for window in windows:
+        length = window.end - window.start + prefix
+        if batch and (len(batch) == plan.batch_size or (len(batch) + 1) * max(width, length) > budget):
+            yield batch
+            batch, width = [], 0
+        batch.append(window)
+        width = max(width, length)
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True)

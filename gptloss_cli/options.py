@@ -39,7 +39,9 @@ StrideOpt = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(min=1, help="New tokens per window; the rest of the window is context (default: max-length)."),
 ]
-BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
+BatchSizeOpt = Annotated[
+    int, typer.Option(min=1, help="Most windows per forward pass (fewer when they exceed 8,192 tokens on CPU).")
+]
 BosOpt = Annotated[
     BosPolicy, typer.Option(help="Start each window with the BOS token: auto = when the tokenizer has one.")
 ]

@@ -151,3 +151,19 @@ def test_plan_defaults_and_limits(loaded) -> None:
         make_plan(lm, WindowSettings(max_length=129))
     with pytest.raises(GptlossError, match="stride"):
         make_plan(lm, replace(WindowSettings(), max_length=8, stride=9))
+
+
+@pytest.mark.parametrize(("max_length", "batch_size"), [(2048, 8), (1024, 8), (100, 1000), (9000, 3)])
+def test_batches_respect_the_token_budget(max_length: int, batch_size: int) -> None:
+    from gptloss_cli.engine import CPU_TOKEN_BUDGET, Plan, batches
+
+    windows = [w for d, n in enumerate([50_000, 3, 700]) for w in plan_windows(d, n, max_length, max_length, True)]
+    windows.sort(key=lambda w: w.end - w.start, reverse=True)
+    plan = Plan(max_length, max_length, "auto", 1, batch_size)
+    got = list(batches(windows, plan, torch.device("cpu")))
+    assert [w for b in got for w in b] == windows  # all, once, in order
+    for batch in got:
+        assert len(batch) <= batch_size
+        padded = len(batch) * max(w.end - w.start + 1 for w in batch)
+        assert padded <= CPU_TOKEN_BUDGET or len(batch) == 1
+    assert len(got[0]) == min(batch_size, max(1, CPU_TOKEN_BUDGET // max_length))  # full-length windows
