@@ -58,7 +58,7 @@ def tokens(
 ) -> None:
     """Each token's log-probability, rank, entropy and the model's top choices; or each word's summed NLL.
 
-    Records give character offsets into the text (text[start:end] == token). jsonl and csv are written
+    Records give character offsets into the text (text\\[start:end] == token). jsonl and csv are written
     as the windows are scored, so memory stays flat on long texts.
     """
     from .inputs import read_documents
