@@ -288,7 +288,7 @@ def _cross_vocabulary(
     for la, lb in zip(losses_a, losses_b, strict=True):
         words_a, nll_a, scored_a = _per_word(la.tokens, la.positions, la.nll)
         _, nll_b, scored_b = _per_word(lb.tokens, lb.positions, lb.nll)
-        both = scored_a & scored_b  # words each model scored at least in part
+        both = scored_a & scored_b  # words both models scored whole (not the unscored first token without BOS)
         spans = np.array(words_a, dtype=np.int64).reshape(-1, 2)[both]
         out.append(
             DocumentPair(
@@ -308,10 +308,11 @@ def _cross_vocabulary(
 def _per_word(
     tokens: TokenizedDocument, positions: np.ndarray, nll: np.ndarray
 ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
-    """Words of the text, each word's summed NLL over its scored tokens, and whether it has any."""
+    """Words of the text, each word's summed NLL, and whether every one of its tokens was scored."""
     words, owner = word_owner(tokens)
     scored_owner = owner[positions]
     keep = scored_owner >= 0
     sums = np.bincount(scored_owner[keep], weights=nll[keep], minlength=len(words))
-    counts = np.bincount(scored_owner[keep], minlength=len(words))
-    return words, sums, counts > 0
+    scored = np.bincount(scored_owner[keep], minlength=len(words))
+    total = np.bincount(owner[owner >= 0], minlength=len(words))
+    return words, sums, (scored > 0) & (scored == total)

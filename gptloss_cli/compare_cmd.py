@@ -72,8 +72,7 @@ def compare(
     from .engine import WindowSettings
 
     settings = WindowSettings(max_length=max_length, stride=stride, bos=bos, batch_size=batch_size)
-    with progress("comparing") as (on_total, on_advance):
-        on_total(0)
+    with progress("comparing") as (_, on_advance):
         result = compare_documents(a, b, documents, settings, top_n=top, progress=on_advance)
     data = result.to_dict()
     if data["paired"]["n"] == 0:
@@ -107,7 +106,7 @@ def compare_view(data: dict[str, Any]) -> RenderableType:
 
     unit = data["paired"]["unit"]
     table = Table(
-        title=f"A: {_label(data['a'])}   B: {_label(data['b'])}",
+        title=Text(f"A: {_label(data['a'])}   B: {_label(data['b'])}"),
         caption=f"Δ NLL = B − A per {unit} (nats), ± paired standard error; B/A = PPL ratio",
         caption_justify="left",
         box=None,
@@ -120,7 +119,7 @@ def compare_view(data: dict[str, Any]) -> RenderableType:
     ):
         table.add_column(header, footer=Text(foot, style="bold"), justify="left" if header == "source" else "right")
     for doc in data["documents"]:
-        table.add_row(*_compare_row(doc["source"], doc["a"], doc["b"], doc["paired"]))
+        table.add_row(*(Text(c) for c in _compare_row(doc["source"], doc["a"], doc["b"], doc["paired"])))
     parts: list[RenderableType] = [table]
     dist = data["distribution"]
     if dist is None:
@@ -140,9 +139,8 @@ def compare_view(data: dict[str, Any]) -> RenderableType:
         for header in ("source", "text", "NLL A", "NLL B", "Δ"):
             tops.add_column(header, justify="left" if header in ("source", "text") else "right")
         for t in data["top_differences"]:
-            tops.add_row(
-                t["source"], shown_token(t["text"]), f"{t['nll_a']:.2f}", f"{t['nll_b']:.2f}", f"{t['delta_nll']:+.2f}"
-            )
+            cells = [t["source"], shown_token(t["text"]), f"{t['nll_a']:.2f}", f"{t['nll_b']:.2f}"]
+            tops.add_row(*(Text(c) for c in [*cells, f"{t['delta_nll']:+.2f}"]))
         parts.append(tops)
     return Group(*parts)
 

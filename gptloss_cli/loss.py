@@ -43,6 +43,7 @@ class LinearHead:
         """float32 logit of entry ids[i] for features[i]: (M,). Computed row by row, so it may differ
         from the blocked matmul's value in the last bits."""
         value = (features.float() * self.weight[ids].float()).sum(dim=-1)  # (M,)
+        value = value.to(features.dtype).float()  # rounded as the matmul output is, so ties stay ties
         if self.bias is not None:
             value += self.bias[ids].float()
         if self.softcap:

@@ -81,7 +81,7 @@ TokenFormatOpt = Annotated[
         show_default=False,
     ),
 ]
-TopKOpt = Annotated[int, typer.Option(min=0, help="Most likely tokens listed with each token; 0 = none.")]
+TopKOpt = Annotated[int, typer.Option(min=0, max=100, help="Most likely tokens listed with each token; 0 = none.")]
 UnitOpt = Annotated[Unit, typer.Option(help="token, or word: whitespace-separated words, NLL summed over tokens.")]
 HtmlOpt = Annotated[
     Optional[Path],  # noqa: UP045

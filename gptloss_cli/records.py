@@ -87,7 +87,9 @@ def word_owner(tokens: TokenizedDocument) -> tuple[list[tuple[int, int]], np.nda
     last_before = np.concatenate([[-1], np.maximum.accumulate(idx)]) if len(text) else np.array([-1])
     word_starts = np.array([s for s, _ in words], dtype=np.int64)  # (words,)
     last_char = last_before[ends]  # (n,) last word character before each token's end
-    owned = last_char >= starts
+    # A token with an empty span shares the character before its end with the token that owns it.
+    probe = np.where(ends > starts, starts, np.maximum(ends - 1, 0))  # (n,)
+    owned = last_char >= probe
     following = np.minimum(np.searchsorted(word_starts, ends, side="left"), len(words) - 1)  # (n,)
     owner = np.where(owned, word_of_char[np.maximum(last_char, 0)], following)
     return words, owner
@@ -167,7 +169,7 @@ class TokenRun:
 
         Token records come a window at a time; word records once per document.
         """
-        scorer = Scorer(self.loaded, top_k=self.top_k)
+        scorer = Scorer(self.loaded, top_k=self.top_k if self.unit == "token" else None)  # words need NLL only
         pending = _Pending()
         current = 0
         stream = scorer.windows(self.tokenized, self.plan, self.settings.padding_side, progress, in_order=True)

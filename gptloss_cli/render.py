@@ -52,7 +52,7 @@ def score_table(result: ScoreResult) -> Table:
     info, plan = result.model, result.plan
     bos = "none" if plan.bos_token_id is None else f"id {plan.bos_token_id}"
     table = Table(
-        title=f"{info.spec} · {info.dtype} on {info.device}",
+        title=Text(f"{info.spec} · {info.dtype} on {info.device}"),
         caption=f"windows of {plan.max_length} tokens, stride {plan.stride}, BOS {bos}; "
         "the CI treats tokens as independent",
         caption_justify="left",
@@ -67,5 +67,5 @@ def score_table(result: ScoreResult) -> Table:
     for header, foot in zip(headers[1:], footer[1:], strict=True):
         table.add_column(header, footer=Text(foot, style="bold"), justify="right")
     for doc in result.documents:
-        table.add_row(*_row(doc.source, doc.totals))
+        table.add_row(*(Text(cell) for cell in _row(doc.source, doc.totals)))  # a file name is not markup
     return table

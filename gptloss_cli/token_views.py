@@ -62,7 +62,7 @@ def shown_token(token: str) -> str:
 
 
 def tokens_table(source: str, records: list[dict[str, Any]], unit: str) -> Table:
-    table = Table(title=source, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table = Table(title=Text(source), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
     word = unit == "word"
     columns = ["#", "word" if word else "token", "bits", "prob"]
     columns += ["tokens"] if word else ["rank", "entropy", "context", "top choices"]
@@ -75,7 +75,7 @@ def tokens_table(source: str, records: list[dict[str, Any]], unit: str) -> Table
         else:
             top = " ".join(f"{shown_token(t['token'])}:{t['logprob']:.2f}" for t in r.get("top", [])[:3])
             row += [str(r["rank"]), f"{r['entropy']:.2f}", str(r["context"]), top]
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # Text: never read as markup
     return table
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
+from rich.text import Text
 
 from .console import emit, load, open_output, progress, warn, write_atomic
 from .errors import GptlossError
@@ -75,7 +76,7 @@ def tokens(
     if run.tokens_to_score() == 0:
         which = documents[0].source if len(documents) == 1 else "none of the inputs"
         raise GptlossError(f"{which}: nothing to score (no token has a preceding token or BOS to be predicted from)")
-    fmt = fmt or (None if html is not None else TokenFormat.table)
+    fmt = fmt or (TokenFormat.table if html is None or output is not None else None)
     keep = html is not None or fmt in (TokenFormat.table, TokenFormat.heatmap, TokenFormat.json)
     collected: list[list[dict[str, Any]]] = [[] for _ in documents]
     with progress("scoring") as (on_total, on_advance):
@@ -150,5 +151,5 @@ def _view(run: Any, collected: list[list[dict[str, Any]]], fmt: TokenFormat, col
     color = color and not Console().no_color and Console().color_system is not None
     parts: list[RenderableType] = [legend(color)]
     for doc, recs in zip(run.documents, collected, strict=True):
-        parts += [Rule(doc.source, align="left"), heatmap(doc.text, recs, color)]
+        parts += [Rule(Text(doc.source), align="left"), heatmap(doc.text, recs, color)]
     return Group(*parts)

@@ -153,3 +153,13 @@ def test_cli_json_table_and_html(model_dirs, tmp_path: Path) -> None:
     result = runner.invoke(app, ["compare", str(model_dirs["gpt2"]), str(model_dirs["llama"]), str(empty)])
     assert result.exit_code == 1 and "nothing to compare" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cross_tokenizer_pairs_only_whole_words(loaded, other_tokenizer_model) -> None:
+    """Without BOS the first token is not scored: the first word is then left out, not half counted."""
+    a, b = loaded["llama-nobos"], other_tokenizer_model
+    result = compare_documents(a, b, docs(), WindowSettings(max_length=16, stride=8))
+    assert not result.same_vocabulary
+    for doc, pair in zip(docs(), result.documents, strict=True):
+        words = doc.text.split()
+        assert [doc.text[s:e] for s, e in pair.spans.tolist()] == words[1:]

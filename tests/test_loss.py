@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gptloss_cli.loss import LinearHead, head_nll, logits_nll, nll_from_logits
+from gptloss_cli.loss import LinearHead, head_nll, head_stats, logits_nll, nll_from_logits
 
 
 def test_matches_cross_entropy() -> None:
@@ -81,3 +81,18 @@ def test_logits_nll_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(3)
     logits, targets = torch.randn(10, 40).bfloat16(), torch.randint(0, 40, (10,))
     assert torch.equal(logits_nll(logits, targets), nll_from_logits(logits, targets))
+
+
+def test_rank_counts_strictly_higher_logits_in_bfloat16() -> None:
+    """In bf16 many logits share a value: the target's ties are not counted above it, in any block layout."""
+    torch.manual_seed(0)
+    vocab, dim, m = 4096, 64, 64
+    head = LinearHead(torch.randn(vocab, dim).bfloat16(), None, None)
+    features = torch.randn(m, dim).bfloat16()
+    targets = torch.randint(0, vocab, (m,))
+    full = head.logits(features)  # (m, V) float32 of bf16 values
+    expected = 1 + (full > full.gather(1, targets.unsqueeze(1))).sum(dim=1)
+    assert int((full == full.gather(1, targets.unsqueeze(1))).sum()) > m  # ties exist
+    for rows, block in [(64, 4096), (7, 512), (64, 300)]:
+        stats = head_stats(features, targets, head, 3, rows=rows, vocab_block=block)
+        assert torch.equal(stats.rank, expected)

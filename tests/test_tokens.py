@@ -312,3 +312,39 @@ def test_streamed_output_is_whole_or_absent(model_dirs, tmp_path: Path, monkeypa
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_byte_pieces_belong_to_their_own_word(loaded) -> None:
+    """Tokens that share a character (byte pieces) count towards the word holding that character."""
+    from gptloss_cli.records import word_owner
+    from gptloss_cli.windows import tokenize
+
+    lm = loaded["gpt2"]
+    doc = Document("😀 hi 中文 there é\n\nx🧿y end", "w")
+    tokens = tokenize(lm.tokenizer, doc)
+    words, owner = word_owner(tokens)
+    raw_start, raw_end = lm.tokenizer.encode(doc.text)[1].T  # the tokenizer's own offsets
+    assert len(set(zip(raw_start.tolist(), raw_end.tolist(), strict=True))) < len(tokens)  # pieces share chars
+    for i in range(len(tokens)):
+        chars = [c for c in range(raw_start[i], raw_end[i]) if not doc.text[c].isspace()]
+        if chars:
+            s, e = words[owner[i]]
+            assert s <= chars[-1] < e, (i, doc.text[raw_start[i] : raw_end[i]])
+
+
+def test_text_that_looks_like_markup_is_shown_as_is(model_dirs, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = "[red]odd:smile:.txt"
+    Path(name).write_text("[/quote] :smile: [link](http://x) [bold]x", encoding="utf-8")
+    gpt2, llama = model_dirs["gpt2"], model_dirs["llama"]
+    for args in (
+        ["tokens", name, "--unit", "word", "--model", gpt2],
+        ["tokens", name, "--model", gpt2],
+        ["score", name, "--model", gpt2],
+        ["compare", gpt2, llama, name, "--top", 3],
+    ):
+        result = run(*args)
+        assert result.exit_code == 0, (args, result.stderr)
+        assert name in result.stdout
+    result = run("tokens", "--unit", "word", name, "--model", gpt2)
+    assert "[/quote]" in result.stdout and ":smile:" in result.stdout and "[link](http://x)" in result.stdout
