@@ -107,7 +107,7 @@ def compare_view(data: dict[str, Any]) -> RenderableType:
     unit = data["paired"]["unit"]
     table = Table(
         title=Text(f"A: {_label(data['a'])}   B: {_label(data['b'])}"),
-        caption=f"Δ NLL = B − A per {unit} (nats), ± paired standard error; B/A = PPL ratio",
+        caption=f"Δ NLL = B − A per {unit} (nats), ± paired standard error; B/A = exp(mean Δ NLL)",
         caption_justify="left",
         box=None,
         pad_edge=False,
@@ -146,13 +146,12 @@ def compare_view(data: dict[str, Any]) -> RenderableType:
 
 
 def _compare_row(name: str, a: dict[str, Any], b: dict[str, Any], paired: dict[str, Any]) -> list[str]:
-    ratio = None if a["perplexity"] is None or b["perplexity"] is None else b["perplexity"] / a["perplexity"]
     delta = "—" if paired["mean_delta_nll"] is None else f"{paired['mean_delta_nll']:+.4f} ± {_n(paired['stderr'], 4)}"
     return [
         name,
         _n(a["perplexity"], 2),
         _n(b["perplexity"], 2),
-        _n(ratio, 4),
+        _n(paired["ppl_ratio"], 4),  # per paired unit: per word when the tokenizers differ
         delta,
         _n(a["bits_per_byte"], 4),
         _n(b["bits_per_byte"], 4),
