@@ -198,13 +198,13 @@ class Scorer:
 
 
 def batches(windows: list[Window], plan: Plan, device: torch.device) -> Iterator[list[Window]]:
-    """Consecutive windows, at most plan.batch_size at a time and at most a token budget of padded inputs."""
+    """Consecutive windows, at most plan.batch_size at a time and at most a token budget of padded
+    document tokens (BOS not counted, so 8 windows of 1,024 make one batch)."""
     budget = CPU_TOKEN_BUDGET if device.type == "cpu" else GPU_TOKEN_BUDGET
-    prefix = 0 if plan.bos_token_id is None else 1
     batch: list[Window] = []
     width = 0
     for window in windows:
-        length = window.end - window.start + prefix
+        length = window.end - window.start
         if batch and (len(batch) == plan.batch_size or (len(batch) + 1) * max(width, length) > budget):
             yield batch
             batch, width = [], 0

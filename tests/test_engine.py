@@ -164,6 +164,6 @@ def test_batches_respect_the_token_budget(max_length: int, batch_size: int) -> N
     assert [w for b in got for w in b] == windows  # all, once, in order
     for batch in got:
         assert len(batch) <= batch_size
-        padded = len(batch) * max(w.end - w.start + 1 for w in batch)
+        padded = len(batch) * max(w.end - w.start for w in batch)
         assert padded <= CPU_TOKEN_BUDGET or len(batch) == 1
-    assert len(got[0]) == min(batch_size, max(1, CPU_TOKEN_BUDGET // max_length))  # full-length windows
+    assert len(got[0]) == min(batch_size, max(1, CPU_TOKEN_BUDGET // (max_length - 1)))  # full-length windows
