@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine import Plan, Progress, Scorer, WindowSettings, batch_inputs, batches, make_plan
+from .engine import Plan, Progress, Scorer, WindowSettings, all_windows, batch_inputs, batches, make_plan
 from .inputs import Document
 from .models import LoadedModel
 from .pairloss import pair_stats
-from .records import word_owner
-from .stats import Totals, scored_text_extent
-from .windows import TokenizedDocument, plan_windows, tokenize
+from .records import word_sums
+from .stats import Totals, scored_text_extent, stderr
+from .windows import TokenizedDocument, tokenize
 
 COMPARE_SCHEMA = "gptloss.compare/v1"
 PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -37,10 +37,6 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
 
 def _f(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
-
-
-def _se(values: np.ndarray) -> float | None:
-    return _f(float(np.std(values, ddof=1)) / math.sqrt(len(values))) if len(values) > 1 else None
 
 
 def percentiles(values: np.ndarray) -> dict[str, float] | None:
@@ -62,7 +58,7 @@ def paired(nll_a: np.ndarray, nll_b: np.ndarray, unit: str) -> dict[str, Any]:
         "unit": unit,
         "n": n,
         "mean_delta_nll": mean,
-        "stderr": _se(delta),
+        "stderr": stderr(delta),
         "ppl_ratio": _f(math.exp(mean)) if mean is not None and mean < 700 else None,
         "correlation": corr,
     }
@@ -74,10 +70,10 @@ def distribution(kld: np.ndarray, delta_p: np.ndarray, same_top1: np.ndarray) ->
     agree = float(same_top1.mean())
     return {
         "mean_kld": float(kld.mean()),
-        "mean_kld_stderr": _se(kld),
+        "mean_kld_stderr": stderr(kld),
         "kld_percentiles": percentiles(kld),
         "delta_p_mean": float(delta_p.mean()),
-        "delta_p_stderr": _se(delta_p),
+        "delta_p_stderr": stderr(delta_p),
         "delta_p_percentiles": percentiles(delta_p),
         "rms_delta_p": float(np.sqrt(np.mean(delta_p**2))),
         "same_top1": agree,
@@ -215,9 +211,7 @@ def _same_vocabulary(
     progress: Progress | None,
 ) -> list[DocumentPair]:
     scorer_a, scorer_b = Scorer(a), Scorer(b)
-    has_bos = plan.bos_token_id is not None
-    windows = [w for i, d in enumerate(docs) for w in plan_windows(i, len(d), plan.max_length, plan.stride, has_bos)]
-    windows.sort(key=lambda w: w.end - w.start, reverse=True)
+    windows = all_windows(docs, plan, in_order=False)
     parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in docs]
     with torch.inference_mode():
         for batch in batches(windows, plan, scorer_a.device):
@@ -309,10 +303,5 @@ def _per_word(
     tokens: TokenizedDocument, positions: np.ndarray, nll: np.ndarray
 ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
     """Words of the text, each word's summed NLL, and whether every one of its tokens was scored."""
-    words, owner = word_owner(tokens)
-    scored_owner = owner[positions]
-    keep = scored_owner >= 0
-    sums = np.bincount(scored_owner[keep], weights=nll[keep], minlength=len(words))
-    scored = np.bincount(scored_owner[keep], minlength=len(words))
-    total = np.bincount(owner[owner >= 0], minlength=len(words))
-    return words, sums, (scored > 0) & (scored == total)
+    words, count, scored, total = word_sums(tokens, positions, nll)
+    return words, total, (scored > 0) & (scored == count)

@@ -140,14 +140,8 @@ class Scorer:
         in_order: windows come in document order, so a caller can stream each document's tokens as
         they are scored; otherwise windows are sorted by length first (less padding in a batch).
         """
-        has_bos = plan.bos_token_id is not None
-        windows = [
-            w for i, d in enumerate(docs) for w in plan_windows(i, len(d), plan.max_length, plan.stride, has_bos)
-        ]
-        if not in_order:
-            windows.sort(key=lambda w: w.end - w.start, reverse=True)  # similar lengths share a batch
         with torch.inference_mode():
-            for batch in batches(windows, plan, self.device):
+            for batch in batches(all_windows(docs, plan, in_order), plan, self.device):
                 parts = self._score_batch(docs, batch, plan.bos_token_id, padding_side)
                 if progress:
                     progress(sum(w.n_scored for w in batch))
@@ -195,6 +189,15 @@ class Scorer:
             body, linear = self.split
             return Head(body(**inputs).last_hidden_state[rows, cols], linear)  # (M, D)
         return Head(self.model(**inputs).logits[rows, cols], None)  # (M, V): models whose head we cannot split off
+
+
+def all_windows(docs: list[TokenizedDocument], plan: Plan, in_order: bool) -> list[Window]:
+    """Every window of every document: in document order, or longest first (similar lengths share a batch)."""
+    has_bos = plan.bos_token_id is not None
+    windows = [w for i, d in enumerate(docs) for w in plan_windows(i, len(d), plan.max_length, plan.stride, has_bos)]
+    if not in_order:
+        windows.sort(key=lambda w: w.end - w.start, reverse=True)
+    return windows
 
 
 def batches(windows: list[Window], plan: Plan, device: torch.device) -> Iterator[list[Window]]:

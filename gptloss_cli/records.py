@@ -9,7 +9,6 @@ records sum the NLL of the tokens that make up each whitespace-separated word.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +18,10 @@ import numpy as np
 from .engine import Scorer, WindowLosses, WindowSettings, make_plan
 from .inputs import Document
 from .models import LoadedModel
-from .stats import Totals, scored_text_extent
+from .stats import LN2, WORD, Totals, scored_text_extent
 from .windows import TokenizedDocument, tokenize
 
 TOKENS_SCHEMA = "gptloss.tokens/v1"
-LN2 = math.log(2)
-_WORD = re.compile(r"\S+")
 
 
 def token_records(
@@ -74,7 +71,7 @@ def word_owner(tokens: TokenizedDocument) -> tuple[list[tuple[int, int]], np.nda
     only whitespace (a newline, say) belongs to the next word, or to the last word at the end.
     """
     text = tokens.document.text
-    words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    words = [(m.start(), m.end()) for m in WORD.finditer(text)]
     starts, ends = tokens.owned_spans()  # (n,), (n,)
     if not words:
         return words, np.full(len(tokens), -1, dtype=np.int64)
@@ -95,17 +92,23 @@ def word_owner(tokens: TokenizedDocument) -> tuple[list[tuple[int, int]], np.nda
     return words, owner
 
 
-def word_records(tokens: TokenizedDocument, positions: np.ndarray, nll: np.ndarray) -> list[dict[str, Any]]:
-    """One record per word with at least one scored token: its text, offsets, and summed NLL."""
-    text = tokens.document.text
+def word_sums(
+    tokens: TokenizedDocument, positions: np.ndarray, nll: np.ndarray
+) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray, np.ndarray]:
+    """The words (start, end), and per word: its tokens, its scored tokens, and their summed NLL."""
     words, owner = word_owner(tokens)
-    if not words:
-        return []
     count = np.bincount(owner[owner >= 0], minlength=len(words))  # (words,)
     scored_owner = owner[positions]  # (k,)
     keep = scored_owner >= 0
     scored = np.bincount(scored_owner[keep], minlength=len(words))  # (words,)
     total = np.bincount(scored_owner[keep], weights=nll[keep], minlength=len(words))  # (words,)
+    return words, count, scored, total
+
+
+def word_records(tokens: TokenizedDocument, positions: np.ndarray, nll: np.ndarray) -> list[dict[str, Any]]:
+    """One record per word with at least one scored token: its text, offsets, and summed NLL."""
+    text = tokens.document.text
+    words, count, scored, total = word_sums(tokens, positions, nll)
     records = []
     for w, (start, end) in enumerate(words):
         if scored[w] == 0:

@@ -13,7 +13,13 @@ from .windows import TokenizedDocument
 
 LN2 = math.log(2.0)
 Z95 = 1.959963984540054
-_WORD = re.compile(r"\S+")
+WORD = re.compile(r"\S+")  # a word: a run of non-whitespace
+
+
+def stderr(values: np.ndarray) -> float | None:
+    """Standard error of the mean, sd(ddof=1) / sqrt(n); None below two values."""
+    n = int(values.shape[0])
+    return float(np.std(values, ddof=1) / math.sqrt(n)) if n >= 2 else None
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class Totals:
     @classmethod
     def from_nll(cls, nll: np.ndarray, n_bytes: int, n_words: int) -> Totals:
         n = int(nll.shape[0])
-        se = float(np.std(nll, ddof=1) / math.sqrt(n)) if n >= 2 else None
+        se = stderr(nll)
         return cls(
             tokens_scored=n,
             nll_sum=float(np.sum(nll, dtype=np.float64)),
@@ -109,6 +115,6 @@ def scored_text_extent(tokens: TokenizedDocument, positions: np.ndarray) -> tupl
     codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (chars,)
     utf8_len = 1 + (codepoints >= 0x80) + (codepoints >= 0x800) + (codepoints >= 0x10000)  # (chars,)
     n_bytes = int(utf8_len[scored].sum())
-    word_ends = np.fromiter((m.end() - 1 for m in _WORD.finditer(text)), dtype=np.int64)  # (words,)
+    word_ends = np.fromiter((m.end() - 1 for m in WORD.finditer(text)), dtype=np.int64)  # (words,)
     n_words = int(scored[word_ends].sum()) if len(word_ends) else 0
     return n_bytes, n_words
