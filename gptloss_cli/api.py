@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from . import __version__
 from .engine import DocumentLosses, Plan, Progress, Scorer, WindowSettings, make_plan
 from .inputs import Document
 from .models import DEFAULT_MODEL, Device, Dtype, LoadedModel, ModelInfo, load_model
-from .stats import Totals, scored_text_extent
+from .stats import Totals, bootstrap_ci95, macro_mean_perplexity, scored_text_extent
 from .windows import tokenize
 
 SCORE_SCHEMA = "gptloss.score/v1"
@@ -23,7 +21,8 @@ SCORE_SCHEMA = "gptloss.score/v1"
 class DocumentScore:
     source: str
     totals: Totals
-    losses: DocumentLosses  # per-token detail, not serialised by `score`
+    losses: DocumentLosses | None = None  # per-token detail, not serialised by `score`; None when read back
+    index: int = 0  # position in the input
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, **self.totals.to_dict()}
@@ -35,17 +34,32 @@ class ScoreResult:
     plan: Plan
     documents: list[DocumentScore]
     total: Totals
+    bootstrap: int = 0  # document resamples for total.bootstrap_ci95; 0: none
+    seed: int = 0
+    inputs: dict[str, Any] | None = None  # the dataset and columns read, when not files
 
     def settings(self) -> dict[str, Any]:
         return settings_dict(self.plan)
+
+    def total_dict(self) -> dict[str, Any]:
+        """The corpus totals (micro: every token weighs the same), the macro mean of the documents'
+        perplexities, and the bootstrap interval when asked for."""
+        parts = [d.totals for d in self.documents]
+        out = {**self.total.to_dict(), "documents": len(parts), "macro_mean_perplexity": macro_mean_perplexity(parts)}
+        if self.bootstrap:
+            ci = bootstrap_ci95(parts, self.bootstrap, self.seed)
+            out["bootstrap_ci95"] = None if ci is None else list(ci)
+            out["bootstrap"] = {"resamples": self.bootstrap, "seed": self.seed, "unit": "document"}
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCORE_SCHEMA,
             "model": self.model.to_dict(),
             "settings": self.settings(),
+            **({"input": self.inputs} if self.inputs is not None else {}),
             "documents": [d.to_dict() for d in self.documents],
-            "total": self.total.to_dict(),
+            "total": self.total_dict(),
         }
 
 
@@ -64,32 +78,55 @@ def settings_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
+class ScoreRun:
+    """Documents tokenized and planned for one model, scored as a stream of finished documents."""
+
+    def __init__(self, loaded: LoadedModel, documents: Sequence[Document], settings: WindowSettings) -> None:
+        self.loaded = loaded
+        self.documents = list(documents)
+        self.settings = settings
+        self.plan = make_plan(loaded, settings)
+        self.tokenized = [tokenize(loaded.tokenizer, doc) for doc in self.documents]
+
+    def tokens_to_score(self, skip: frozenset[int] = frozenset()) -> int:
+        has_bos = self.plan.bos_token_id is not None
+        return sum(t.n_to_score(has_bos) for i, t in enumerate(self.tokenized) if i not in skip)
+
+    def scores(
+        self, progress: Progress | None = None, skip: frozenset[int] = frozenset(), keep_losses: bool = True
+    ) -> Iterator[DocumentScore]:
+        """Each document's score as soon as it is done (not in input order); `skip`: see Scorer.windows."""
+        stream = Scorer(self.loaded).documents(self.tokenized, self.plan, self.settings.padding_side, progress, skip)
+        for i, loss in stream:
+            n_bytes, n_words = scored_text_extent(loss.tokens, loss.positions)
+            totals = Totals.from_nll(loss.nll, n_bytes, n_words)
+            yield DocumentScore(self.documents[i].source, totals, loss if keep_losses else None, i)
+
+    def result(self, scores: Sequence[DocumentScore], bootstrap: int = 0, seed: int = 0) -> ScoreResult:
+        ordered = sorted(scores, key=lambda d: d.index)
+        total = Totals.combine([d.totals for d in ordered])
+        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, seed)
+
+
 def score_documents(
     loaded: LoadedModel,
     documents: Sequence[Document],
     settings: WindowSettings | None = None,
     progress: Progress | None = None,
     on_tokenized: Progress | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> ScoreResult:
     """Score each document with an already loaded model.
 
     `on_tokenized` is called once with the total number of tokens to score, before
     any forward pass; `progress` after each batch with the tokens it scored.
+    `bootstrap` > 0 adds a document-bootstrap interval of the corpus perplexity.
     """
-    settings = settings or WindowSettings()
-    plan = make_plan(loaded, settings)
-    tokenized = [tokenize(loaded.tokenizer, doc) for doc in documents]
+    run = ScoreRun(loaded, documents, settings or WindowSettings())
     if on_tokenized:
-        first = 0 if plan.bos_token_id is not None else 1
-        on_tokenized(sum(max(0, len(t) - first) for t in tokenized))
-    losses = Scorer(loaded).score(tokenized, plan, settings.padding_side, progress)
-    scores = []
-    for doc, loss in zip(documents, losses, strict=True):
-        n_bytes, n_words = scored_text_extent(loss.tokens, loss.positions)
-        scores.append(DocumentScore(doc.source, Totals.from_nll(loss.nll, n_bytes, n_words), loss))
-    all_nll = np.concatenate([s.losses.nll for s in scores]) if scores else np.zeros(0)
-    total = Totals.from_nll(all_nll, sum(s.totals.bytes for s in scores), sum(s.totals.words for s in scores))
-    return ScoreResult(model=loaded.info, plan=plan, documents=scores, total=total)
+        on_tokenized(run.tokens_to_score())
+    return run.result(list(run.scores(progress)), bootstrap, seed)
 
 
 def score_texts(

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from dataclasses import replace
+from typing import Annotated, Optional
 
 import typer
 
 from . import __version__
 from .compare_cmd import compare
-from .console import emit, handles_errors, load, progress, warn
+from .console import emit, handles_errors, load, progress
+from .dataset import DatasetOptions
 from .errors import GptlossError
 from .inputs import DecodeErrors
 from .models import BUNDLED, DEFAULT_MODEL, Device, Dtype
 from .options import (
     BatchSizeOpt,
+    BootstrapOpt,
     BosOpt,
     DeviceOpt,
     DtypeOpt,
@@ -29,8 +32,14 @@ from .options import (
     MaxLengthOpt,
     ModelOpt,
     OutputOpt,
+    ResumeOpt,
+    ScoreFormat,
+    ScoreFormatOpt,
+    SeedOpt,
     StrideOpt,
     TrustOpt,
+    dataset_options,
+    score_format,
 )
 from .tokens_cmd import tokens
 from .windows import BosPolicy
@@ -61,12 +70,14 @@ def _root(
 
 @app.command()
 @handles_errors
+@dataset_options
 def score(
     paths: Annotated[
-        list[str], typer.Argument(help="Text files to score; - reads standard input.", show_default=False)
-    ],
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="Text files to score; - reads standard input.", show_default=False),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
-    fmt: FormatOpt = Format.table,
+    fmt: ScoreFormatOpt = None,
     max_length: MaxLengthOpt = None,
     stride: StrideOpt = None,
     batch_size: BatchSizeOpt = 8,
@@ -74,32 +85,57 @@ def score(
     device: DeviceOpt = Device.auto,
     dtype: DtypeOpt = Dtype.auto,
     output: OutputOpt = None,
+    resume: ResumeOpt = False,
+    bootstrap: BootstrapOpt = 0,
+    seed: SeedOpt = 0,
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = DecodeErrors.strict,
     trust_remote_code: TrustOpt = False,
+    dataset: DatasetOptions | None = None,
 ) -> None:
-    """Perplexity, bits per byte and friends for each file and in total.
+    """Perplexity, bits per byte and friends for each file (or dataset record) and in total.
 
     Long texts are scored in windows of --max-length tokens that advance by --stride; every token is scored once.
-    """
-    from .inputs import read_documents
 
-    documents = read_documents(paths, encoding, errors)
+    With -f jsonl (the default for an --output ending in .jsonl) a line per document is written as soon as it
+    is done, and --resume carries on a stopped run.
+    """
+    from .sources import documents_for, read_inputs
+
+    fmt = fmt or score_format(output)
+    if resume and (output is None or fmt is not ScoreFormat.jsonl):
+        raise GptlossError("--resume needs --output FILE with -f jsonl (a .jsonl file)")
+    items = read_inputs(paths, encoding, errors, dataset)
     loaded = load(model, device, dtype, trust_remote_code)  # first: it overlaps tokenizer parsing with torch's import
-    from .api import score_documents
+    documents = documents_for(items, loaded, dataset, bos)
+    from .api import ScoreRun
     from .engine import WindowSettings
     from .render import score_table, to_json
 
     settings = WindowSettings(max_length=max_length, stride=stride, bos=bos, batch_size=batch_size)
-    with progress("scoring") as (on_total, on_advance):
-        result = score_documents(loaded, documents, settings, progress=on_advance, on_tokenized=on_total)
-    if result.total.tokens_scored == 0:
+    run = ScoreRun(loaded, documents, settings)
+    inputs = dataset.describe() if dataset is not None else {"files": [d.source for d in documents]}
+    if run.tokens_to_score() == 0:
         which = documents[0].source if len(documents) == 1 else "none of the inputs"
         raise GptlossError(f"{which}: nothing to score (no token has a preceding token or BOS to be predicted from)")
-    for doc in result.documents:
-        if doc.totals.tokens_scored == 0:
-            warn(f"{doc.source}: nothing to score (0 tokens)")
-    emit(to_json(result.to_dict()) if fmt is Format.json else score_table(result), output)
+    if fmt is ScoreFormat.jsonl:
+        from .runfile import run_jsonl
+
+        result = run_jsonl(run, output, resume, inputs, bootstrap, seed)
+    else:
+        with progress("scoring", len(documents)) as bar:
+            bar.total(run.tokens_to_score())
+            scores = [bar.document(s) for s in run.scores(bar.advance, keep_losses=False)]
+        result = replace(run.result(scores, bootstrap, seed), inputs=None if dataset is None else inputs)
+    from .sources import warn_unscored
+
+    warn_unscored(documents, [d.totals for d in result.documents])
+    if fmt is ScoreFormat.json:
+        emit(to_json(result.to_dict()), output)
+    elif fmt is ScoreFormat.table:
+        emit(score_table(result), output)
+    elif output is not None:  # the lines went to the file: the table to the terminal
+        emit(score_table(result), None)
 
 
 app.command()(handles_errors(tokens))

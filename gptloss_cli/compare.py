@@ -226,7 +226,7 @@ def _same_vocabulary(
                 parts[window.doc].append((positions, nll_a[cut], nll_b[cut], kld[cut], same[cut]))
                 at += len(positions)
             if progress:
-                progress(sum(w.n_scored for w in batch))
+                progress(len(inputs.targets))
     out = []
     for doc, doc_parts in zip(docs, parts, strict=True):
         positions, nll_a, nll_b, kld, same = _ordered(doc_parts)

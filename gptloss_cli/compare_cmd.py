@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Group, RenderableType
@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .console import emit, load, progress, warn, write_atomic
+from .dataset import DatasetOptions
 from .errors import GptlossError
 from .inputs import DecodeErrors
 from .models import Device, Dtype
@@ -26,6 +27,7 @@ from .options import (
     OutputOpt,
     StrideOpt,
     TrustOpt,
+    dataset_options,
 )
 from .windows import BosPolicy
 
@@ -34,10 +36,14 @@ DtypeBOpt = Annotated[Dtype, typer.Option("--dtype-b", help="Model B's dtype.")]
 TopOpt = Annotated[int, typer.Option("--top", min=0, help="Spans with the largest |Δ NLL| to list.")]
 
 
+@dataset_options
 def compare(
     model_a: Annotated[str, typer.Argument(help="Model A (the reference): any --model spec of score.")],
     model_b: Annotated[str, typer.Argument(help="Model B: compared against A (deltas are B - A).")],
-    paths: Annotated[list[str], typer.Argument(help="Text files; - reads standard input.", show_default=False)],
+    paths: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="Text files; - reads standard input.", show_default=False),
+    ] = None,
     fmt: FormatOpt = Format.table,
     dtype_a: DtypeAOpt = Dtype.auto,
     dtype_b: DtypeBOpt = Dtype.auto,
@@ -52,34 +58,39 @@ def compare(
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = DecodeErrors.strict,
     trust_remote_code: TrustOpt = False,
+    dataset: DatasetOptions | None = None,
 ) -> None:
     """Paired NLL deltas of model B against model A, and KL divergence when they share a tokenizer.
 
     With the same tokenizer both models score the same positions and each position gets KL(P_A||P_B),
     Δp and top-1 agreement; with different tokenizers the models are paired word by word and bits per
     byte is the headline. The same spec at two dtypes compares precisions: compare m m --dtype-b bfloat16.
+    Both models score the same text: a chat (--messages-column) is rendered with model A's template.
     """
-    from .inputs import read_documents
+    from .sources import documents_for, read_inputs
 
-    documents = read_documents(paths, encoding, errors)
+    items = read_inputs(paths, encoding, errors, dataset)
     if html is not None and not html.parent.is_dir():
         raise GptlossError(f"{html}: the folder {html.parent} does not exist")
     a = load(model_a, device, dtype_a, trust_remote_code)
     b = load(model_b, device, dtype_b, trust_remote_code)
+    documents = documents_for(items, a, dataset, bos)
     if a.info.device != b.info.device:
         raise GptlossError(f"the models ended up on different devices ({a.info.device}, {b.info.device})")
     from .compare import compare_documents
     from .engine import WindowSettings
 
     settings = WindowSettings(max_length=max_length, stride=stride, bos=bos, batch_size=batch_size)
-    with progress("comparing") as (_, on_advance):
-        result = compare_documents(a, b, documents, settings, top_n=top, progress=on_advance)
+    with progress("comparing") as bar:
+        result = compare_documents(a, b, documents, settings, top_n=top, progress=bar.advance)
     data = result.to_dict()
     if data["paired"]["n"] == 0:
         raise GptlossError("nothing to compare: no token (or word) was scored by both models")
-    for doc in data["documents"]:
-        if doc["paired"]["n"] == 0:
-            warn(f"{doc['source']}: nothing to compare (0 tokens)")
+    empty = [doc["source"] for doc in data["documents"] if doc["paired"]["n"] == 0]
+    if len(empty) > 3:
+        warn(f"{len(empty)} documents have nothing to compare (0 paired units), such as {empty[0]}")
+    for source in empty if len(empty) <= 3 else []:
+        warn(f"{source}: nothing to compare (0 tokens)")
     if fmt is Format.json:
         from .render import to_json
 

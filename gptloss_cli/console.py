@@ -22,6 +22,7 @@ from .errors import GptlossError
 from .models import Device, Dtype
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def stderr() -> Console:
@@ -76,19 +77,52 @@ def load(spec: str, device: Device, dtype: Dtype, trust_remote_code: bool) -> An
     return loaded
 
 
+class Bar:
+    """Progress callbacks: tokens to score (total), tokens scored (advance), documents done (document)."""
+
+    def __init__(self, bar: Any = None, task: Any = None) -> None:
+        self._bar, self._task = bar, task
+        self._docs = 0
+
+    def total(self, tokens: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, total=tokens)
+
+    def advance(self, tokens: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, tokens)
+
+    def document(self, item: T) -> T:
+        """Count one finished document; returns `item` so a comprehension can pass it through."""
+        self._docs += 1
+        if self._bar is not None:
+            self._bar.update(self._task, docs=self._docs)
+        return item
+
+
 @contextmanager
-def progress(label: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
-    """(set_total, advance) callbacks driving a progress bar on stderr, shown only on a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def progress(label: str, documents: int | None = None) -> Iterator[Bar]:
+    """A progress bar on stderr, shown only on a terminal: tokens, documents, rates and time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rates(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            elapsed = task.elapsed or 0.0
+            if elapsed <= 0:
+                return Text("")
+            rate = f"{task.completed / elapsed:,.0f} tok/s"
+            if documents:
+                rate += f" {task.fields['docs']}/{documents} docs {task.fields['docs'] / elapsed:,.1f}/s"
+            return Text(rate)
 
     err = stderr()
     if not err.is_terminal:
-        yield (lambda _n: None), (lambda _n: None)
+        yield Bar()
         return
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        yield (lambda n: bar.update(task, total=n)), (lambda n: bar.advance(task, n))
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), Rates())
+    with Progress(*columns, TimeRemainingColumn(), console=err, transient=True) as bar:
+        yield Bar(bar, bar.add_task(label, total=None, docs=0))
 
 
 def emit(content: RenderableType | str, output: Path | None) -> None:

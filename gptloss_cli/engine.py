@@ -12,6 +12,7 @@ at position j + 1. Only scored positions go through the head, a chunk at a time.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -122,10 +123,30 @@ class Scorer:
     def score(
         self, docs: list[TokenizedDocument], plan: Plan, padding_side: str = "right", progress: Progress | None = None
     ) -> list[DocumentLosses]:
-        parts: list[list[WindowLosses]] = [[] for _ in docs]
-        for window, part in self.windows(docs, plan, padding_side, progress, in_order=False):
+        done = dict(self.documents(docs, plan, padding_side, progress))
+        return [done[i] for i in range(len(docs))]
+
+    def documents(
+        self,
+        docs: list[TokenizedDocument],
+        plan: Plan,
+        padding_side: str = "right",
+        progress: Progress | None = None,
+        skip: frozenset[int] = frozenset(),
+    ) -> Iterator[tuple[int, DocumentLosses]]:
+        """(index, losses) of each document as soon as its last window is scored; windows sorted by
+        length share batches. Documents in `skip` are not scored (see `windows`)."""
+        windows = all_windows(docs, plan, in_order=False)
+        left = Counter(w.doc for w in windows)
+        for i, doc in enumerate(docs):
+            if left[i] == 0 and i not in skip:
+                yield i, _assemble(doc, [])
+        parts: dict[int, list[WindowLosses]] = defaultdict(list)
+        for window, part in self.windows(docs, plan, padding_side, progress, windows=windows, skip=skip):
             parts[window.doc].append(part)
-        return [_assemble(doc, doc_parts) for doc, doc_parts in zip(docs, parts, strict=True)]
+            left[window.doc] -= 1
+            if left[window.doc] == 0:
+                yield window.doc, _assemble(docs[window.doc], parts.pop(window.doc))
 
     def windows(
         self,
@@ -134,18 +155,27 @@ class Scorer:
         padding_side: str = "right",
         progress: Progress | None = None,
         in_order: bool = False,
+        windows: list[Window] | None = None,
+        skip: frozenset[int] = frozenset(),
     ) -> Iterator[tuple[Window, WindowLosses]]:
         """Each window's losses as soon as its batch is done.
 
         in_order: windows come in document order, so a caller can stream each document's tokens as
         they are scored; otherwise windows are sorted by length first (less padding in a batch).
+        skip: documents whose windows are not wanted. Batches are formed as if nothing were skipped
+        and only those holding a wanted window run, so a resumed run scores each remaining window in
+        the same batch, with the same padding, as an uninterrupted one: the same numbers, bit for bit.
         """
+        windows = all_windows(docs, plan, in_order) if windows is None else windows
         with torch.inference_mode():
-            for batch in batches(all_windows(docs, plan, in_order), plan, self.device):
+            for batch in batches(windows, plan, self.device):
+                if all(w.doc in skip for w in batch):
+                    continue
                 parts = self._score_batch(docs, batch, plan.bos_token_id, padding_side)
+                wanted = [(w, p) for w, p in zip(batch, parts, strict=True) if w.doc not in skip]
                 if progress:
-                    progress(sum(w.n_scored for w in batch))
-                yield from zip(batch, parts, strict=True)
+                    progress(sum(len(p.positions) for _, p in wanted))
+                yield from wanted
 
     def _score_batch(
         self, docs: list[TokenizedDocument], batch: list[Window], bos_id: int | None, padding_side: str
@@ -192,9 +222,15 @@ class Scorer:
 
 
 def all_windows(docs: list[TokenizedDocument], plan: Plan, in_order: bool) -> list[Window]:
-    """Every window of every document: in document order, or longest first (similar lengths share a batch)."""
+    """Every window that scores a token, of every document: in document order, or longest first
+    (similar lengths share a batch). A window whose tokens the loss mask leaves all out is skipped."""
     has_bos = plan.bos_token_id is not None
-    windows = [w for i, d in enumerate(docs) for w in plan_windows(i, len(d), plan.max_length, plan.stride, has_bos)]
+    windows = [
+        w
+        for i, d in enumerate(docs)
+        for w in plan_windows(i, len(d), plan.max_length, plan.stride, has_bos)
+        if d.scored is None or d.scored[w.score_start : w.end].any()
+    ]
     if not in_order:
         windows.sort(key=lambda w: w.end - w.start, reverse=True)
     return windows
@@ -242,7 +278,7 @@ def batch_inputs(
         pad = width - len(row) if padding_side == "left" else 0
         ids[b, pad : pad + len(row)] = torch.tensor(row)
         mask[b, pad : pad + len(row)] = 1
-        doc_pos = np.arange(window.score_start, window.end)  # (k,) document token indices
+        doc_pos = docs[window.doc].scored_positions(window.score_start, window.end)  # (k,) document token indices
         cols = pad + prefix + (doc_pos - window.start)  # (k,) input positions of the targets
         row_idx.append(np.full(len(doc_pos), b))
         col_idx.append(cols)

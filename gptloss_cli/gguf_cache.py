@@ -41,7 +41,7 @@ def is_converted(sha256: str) -> bool:
 
 def conversion_record(directory: Path) -> dict[str, Any] | None:
     """What the conversion in `directory` recorded (source, sha256, bos_token_id), or None if it is not one."""
-    record = _read_json(directory / MARKER)
+    record = read_json(directory / MARKER)
     return record if "bos_token_id" in record else None
 
 
@@ -50,7 +50,7 @@ def file_sha256(path: Path) -> str:
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     index_path = cache_dir() / "hashes.json"
-    index = _read_json(index_path)
+    index = read_json(index_path)
     if key in index:
         return str(index[key])
     digest = hashlib.sha256()
@@ -108,7 +108,8 @@ def _convert(path: Path, out: Path, notify: ConvertProgress) -> int | None:
     return tokenizer.bos_token_id
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; {} when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

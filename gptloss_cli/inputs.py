@@ -21,12 +21,20 @@ class DecodeErrors(Enum):
     backslashreplace = "backslashreplace"
 
 
+Span = tuple[int, int]
+
+
 @dataclass(frozen=True)
 class Document:
-    """One text to score and where it came from."""
+    """One text to score and where it came from.
+
+    spans: the character ranges [start, end) whose tokens are scored (a loss mask: the model still
+    sees the whole text as context); None scores every token.
+    """
 
     text: str
     source: str
+    spans: tuple[Span, ...] | None = None
 
 
 def read_documents(

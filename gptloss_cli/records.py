@@ -158,8 +158,8 @@ class TokenRun:
         self.totals: list[Totals | None] = [None] * len(self.documents)
 
     def tokens_to_score(self) -> int:
-        first = 0 if self.plan.bos_token_id is not None else 1
-        return sum(max(0, len(t) - first) for t in self.tokenized)
+        has_bos = self.plan.bos_token_id is not None
+        return sum(t.n_to_score(has_bos) for t in self.tokenized)
 
     def header(self) -> dict[str, Any]:
         from .api import settings_dict
@@ -167,8 +167,11 @@ class TokenRun:
         settings = {**settings_dict(self.plan), "top_k": self.top_k, "unit": self.unit}
         return {"schema": TOKENS_SCHEMA, "model": self.loaded.info.to_dict(), "settings": settings}
 
-    def chunks(self, progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        """(document index, records) in document order; each document's totals are set when it is done.
+    def chunks(
+        self, progress: Callable[[int], None] | None = None, on_document: Callable[[int], Any] | None = None
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """(document index, records) in document order; each document's totals are set when it is done
+        (and `on_document` called with its index).
 
         Token records come a window at a time; word records once per document.
         """
@@ -178,21 +181,25 @@ class TokenRun:
         stream = scorer.windows(self.tokenized, self.plan, self.settings.padding_side, progress, in_order=True)
         for window, part in stream:
             while current < window.doc:
-                yield from self._finish(current, pending)
+                yield from self._finish(current, pending, on_document)
                 pending, current = _Pending(), current + 1
             pending.positions.append(part.positions)
             pending.nll.append(part.nll)
             if self.unit == "token":
                 yield current, token_records(self.tokenized[current], part, self.loaded.tokenizer.pieces)
         while current < len(self.documents):
-            yield from self._finish(current, pending)
+            yield from self._finish(current, pending, on_document)
             pending, current = _Pending(), current + 1
 
-    def _finish(self, doc: int, pending: _Pending) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    def _finish(
+        self, doc: int, pending: _Pending, on_document: Callable[[int], Any] | None
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         tokens = self.tokenized[doc]
         positions = np.concatenate(pending.positions) if pending.positions else np.zeros(0, dtype=np.int64)
         nll = np.concatenate(pending.nll) if pending.nll else np.zeros(0)
         n_bytes, n_words = scored_text_extent(tokens, positions)
         self.totals[doc] = Totals.from_nll(nll, n_bytes, n_words)
+        if on_document:
+            on_document(doc)
         if self.unit == "word":
             yield doc, word_records(tokens, positions, nll)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,25 +25,58 @@ def stderr(values: np.ndarray) -> float | None:
 
 @dataclass(frozen=True)
 class Totals:
-    """N tokens with NLL sum S (nats) over B bytes and W words of scored text."""
+    """N tokens with NLL sum S (nats) and sum of squares SS over B bytes and W words of scored text.
+
+    These sums are all a total needs: a corpus total adds its documents' (Totals.combine).
+    """
 
     tokens_scored: int
     nll_sum: float
     bytes: int
     words: int
-    stderr_mean_nll: float | None  # sd(nll_i) / sqrt(N); None below two tokens
+    nll_sq_sum: float = 0.0
 
     @classmethod
     def from_nll(cls, nll: np.ndarray, n_bytes: int, n_words: int) -> Totals:
-        n = int(nll.shape[0])
-        se = stderr(nll)
+        nll = np.asarray(nll, dtype=np.float64)
         return cls(
-            tokens_scored=n,
-            nll_sum=float(np.sum(nll, dtype=np.float64)),
+            tokens_scored=int(nll.shape[0]),
+            nll_sum=math.fsum(nll.tolist()),
             bytes=n_bytes,
             words=n_words,
-            stderr_mean_nll=se,
+            nll_sq_sum=math.fsum((nll * nll).tolist()),
         )
+
+    @classmethod
+    def combine(cls, parts: Sequence[Totals]) -> Totals:
+        """The total of several parts; exactly rounded sums, so the order of the parts does not matter."""
+        return cls(
+            tokens_scored=sum(t.tokens_scored for t in parts),
+            nll_sum=math.fsum(t.nll_sum for t in parts),
+            bytes=sum(t.bytes for t in parts),
+            words=sum(t.words for t in parts),
+            nll_sq_sum=math.fsum(t.nll_sq_sum for t in parts),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Totals:
+        """Read back what to_dict wrote."""
+        return cls(
+            tokens_scored=int(data["tokens_scored"]),
+            nll_sum=float(data["nll_sum"]),
+            bytes=int(data["bytes"]),
+            words=int(data["words"]),
+            nll_sq_sum=float(data["nll_sq_sum"]),
+        )
+
+    @property
+    def stderr_mean_nll(self) -> float | None:
+        """sd(nll_i) / sqrt(N), sd with N - 1; None below two tokens."""
+        n = self.tokens_scored
+        if n < 2:
+            return None
+        variance = max(0.0, (self.nll_sq_sum - self.nll_sum * self.nll_sum / n) / (n - 1))
+        return math.sqrt(variance / n)
 
     @property
     def mean_nll(self) -> float | None:
@@ -87,6 +121,7 @@ class Totals:
             "word_perplexity": self.word_perplexity,
             "stderr_mean_nll": self.stderr_mean_nll,
             "perplexity_ci95": None if ci is None else list(ci),
+            "nll_sq_sum": self.nll_sq_sum,
         }
 
 
@@ -118,3 +153,36 @@ def scored_text_extent(tokens: TokenizedDocument, positions: np.ndarray) -> tupl
     word_ends = np.fromiter((m.end() - 1 for m in WORD.finditer(text)), dtype=np.int64)  # (words,)
     n_words = int(scored[word_ends].sum()) if len(word_ends) else 0
     return n_bytes, n_words
+
+
+def macro_mean_perplexity(parts: Sequence[Totals]) -> float | None:
+    """Mean of the per-document perplexities (each document weighs the same), over documents with a
+    scored token. Not the corpus perplexity, which weighs each token the same."""
+    values = [t.perplexity for t in parts if t.tokens_scored]
+    if not values or any(v is None for v in values):
+        return None
+    return math.fsum(v for v in values if v is not None) / len(values)
+
+
+def bootstrap_ci95(parts: Sequence[Totals], resamples: int, seed: int) -> tuple[float, float] | None:
+    """95% percentile interval of the corpus perplexity, resampling documents with replacement.
+
+    Documents, not tokens, are resampled: tokens of one document are not independent, documents
+    roughly are. Reproducible for a given seed and list of documents.
+    """
+    scored = [t for t in parts if t.tokens_scored]
+    if len(scored) < 2 or resamples < 1:
+        return None
+    n = np.array([t.tokens_scored for t in scored], dtype=np.float64)  # (D,)
+    s = np.array([t.nll_sum for t in scored], dtype=np.float64)  # (D,)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 4_000_000 // len(scored))  # resamples drawn at a time: (chunk, D) counts in memory
+    means = []
+    for first in range(0, resamples, chunk):
+        rows = min(chunk, resamples - first)
+        counts = rng.multinomial(len(scored), np.full(len(scored), 1.0 / len(scored)), size=rows)  # (rows, D)
+        means.append((counts @ s) / (counts @ n))  # (rows,)
+    low, high = np.percentile(np.concatenate(means), [2.5, 97.5])
+    if high >= 700:
+        return None
+    return math.exp(low), math.exp(high)

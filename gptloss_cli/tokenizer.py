@@ -21,14 +21,24 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import GptlossError
+from .gguf_cache import read_json
 
 _LEN = 8  # bytes of each little-endian length prefix on the pipe
 _ENCODE, _DECODE = b"E", b"D"  # request tags
 
 
 class Tokenizer:
-    def __init__(self, bos_token_id: int | None, backend: Any = None, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        bos_token_id: int | None,
+        backend: Any = None,
+        path: Path | None = None,
+        chat_template: str | None = None,
+        special_tokens: dict[str, str] | None = None,
+    ) -> None:
         self.bos_token_id = bos_token_id
+        self.chat_template = chat_template  # Jinja source, as transformers' apply_chat_template reads it
+        self.special_tokens = special_tokens or {}  # bos_token, eos_token, ...: what a chat template may name
         self._backend = backend
         self._path = path
         self._worker: subprocess.Popen[bytes] | None = None
@@ -41,12 +51,31 @@ class Tokenizer:
         if backend is None or not getattr(hf_tokenizer, "is_fast", False):
             raise GptlossError("this model's tokenizer gives no character offsets (a fast tokenizer is needed)")
         bos = getattr(hf_tokenizer, "bos_token_id", None)
-        return cls(None if bos is None else int(bos), backend=backend)
+        template = getattr(hf_tokenizer, "chat_template", None)
+        special = {k: v for k, v in getattr(hf_tokenizer, "special_tokens_map", {}).items() if isinstance(v, str)}
+        return cls(
+            None if bos is None else int(bos),
+            backend=backend,
+            chat_template=template if isinstance(template, str) else None,
+            special_tokens=special,
+        )
 
     @classmethod
     def from_dir(cls, directory: Path, bos_token_id: int | None) -> Tokenizer:
-        """`directory/tokenizer.json`, parsed in a child process; the BOS id comes from our conversion's record."""
-        tokenizer = cls(bos_token_id, path=directory / "tokenizer.json")
+        """`directory/tokenizer.json`, parsed in a child process; the BOS id comes from our conversion's record.
+        The chat template and special tokens come from the files transformers saved beside it."""
+        config = read_json(directory / "tokenizer_config.json")
+        template = config.get("chat_template")
+        jinja = directory / "chat_template.jinja"
+        if jinja.is_file():
+            template = jinja.read_text(encoding="utf-8")
+        special = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+        tokenizer = cls(
+            bos_token_id,
+            path=directory / "tokenizer.json",
+            chat_template=template if isinstance(template, str) else None,
+            special_tokens=special,
+        )
         tokenizer._start_worker()
         return tokenizer
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
 from rich.text import Text
 
-from .console import emit, load, open_output, progress, warn, write_atomic
+from .console import emit, load, open_output, progress, write_atomic
+from .dataset import DatasetOptions
 from .errors import GptlossError
 from .inputs import DecodeErrors
 from .models import DEFAULT_MODEL, Device, Dtype
@@ -33,14 +34,17 @@ from .options import (
     TrustOpt,
     Unit,
     UnitOpt,
+    dataset_options,
 )
 from .windows import BosPolicy
 
 
+@dataset_options
 def tokens(
     paths: Annotated[
-        list[str], typer.Argument(help="Text files to score; - reads standard input.", show_default=False)
-    ],
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="Text files to score; - reads standard input.", show_default=False),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     fmt: TokenFormatOpt = None,
     top_k: TopKOpt = 5,
@@ -56,18 +60,20 @@ def tokens(
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = DecodeErrors.strict,
     trust_remote_code: TrustOpt = False,
+    dataset: DatasetOptions | None = None,
 ) -> None:
     """Each token's log-probability, rank, entropy and the model's top choices; or each word's summed NLL.
 
     Records give character offsets into the text (text\\[start:end] == token). jsonl and csv are written
     as the windows are scored, so memory stays flat on long texts.
     """
-    from .inputs import read_documents
+    from .sources import documents_for, read_inputs, warn_unscored
 
-    documents = read_documents(paths, encoding, errors)
+    items = read_inputs(paths, encoding, errors, dataset)
     if html is not None and not html.parent.is_dir():
         raise GptlossError(f"{html}: the folder {html.parent} does not exist")
     loaded = load(model, device, dtype, trust_remote_code)
+    documents = documents_for(items, loaded, dataset, bos)
     from .engine import WindowSettings
     from .records import TokenRun
 
@@ -79,17 +85,15 @@ def tokens(
     fmt = fmt or (TokenFormat.table if html is None or output is not None else None)
     keep = html is not None or fmt in (TokenFormat.table, TokenFormat.heatmap, TokenFormat.json)
     collected: list[list[dict[str, Any]]] = [[] for _ in documents]
-    with progress("scoring") as (on_total, on_advance):
-        on_total(run.tokens_to_score())
+    with progress("scoring", len(documents)) as bar:
+        bar.total(run.tokens_to_score())
         if fmt in (TokenFormat.jsonl, TokenFormat.csv):
             with open_output(output) as out:
-                _stream(run, fmt, out, collected if keep else None, on_advance)
+                _stream(run, fmt, out, collected if keep else None, bar)
         else:
-            for doc, records in run.chunks(on_advance):
+            for doc, records in run.chunks(bar.advance, bar.document):
                 collected[doc].extend(records)
-    for document, totals in zip(documents, run.totals, strict=True):
-        if totals is None or totals.tokens_scored == 0:
-            warn(f"{document.source}: nothing to score (0 tokens)")
+    warn_unscored(documents, run.totals)
     if fmt is TokenFormat.json:
         emit(_json(run, collected), output)
     elif fmt in (TokenFormat.table, TokenFormat.heatmap):
@@ -107,7 +111,7 @@ def tokens(
             Console(stderr=True).print(f"wrote {html}", highlight=False, soft_wrap=True)
 
 
-def _stream(run: Any, fmt: TokenFormat, out: Any, keep: list[list[dict[str, Any]]] | None, on_advance: Any) -> None:
+def _stream(run: Any, fmt: TokenFormat, out: Any, keep: list[list[dict[str, Any]]] | None, bar: Any) -> None:
     from .token_views import CSV_FIELDS, WORD_CSV_FIELDS, csv_rows
 
     writer = None
@@ -116,7 +120,7 @@ def _stream(run: Any, fmt: TokenFormat, out: Any, keep: list[list[dict[str, Any]
         writer.writerow(WORD_CSV_FIELDS if run.unit == "word" else CSV_FIELDS)
     else:
         out.write(json.dumps(run.header(), ensure_ascii=False, allow_nan=False) + "\n")
-    for doc, records in run.chunks(on_advance):
+    for doc, records in run.chunks(bar.advance, bar.document):
         source = run.documents[doc].source
         if writer is not None:
             writer.writerows(csv_rows(source, records, run.unit))

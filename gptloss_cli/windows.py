@@ -20,7 +20,7 @@ consecutive windows overlap by at least one token so that no other token is lost
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import numpy as np
@@ -46,6 +46,7 @@ class TokenizedDocument:
     ids: np.ndarray  # (n,) int64
     starts: np.ndarray  # (n,) int64 character offsets
     ends: np.ndarray  # (n,) int64 character offsets, non-decreasing
+    scored: np.ndarray | None = None  # (n,) bool loss mask from the document's spans; None: every token
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -66,6 +67,16 @@ class TokenizedDocument:
             ends[-1] = n_chars
         return starts, ends
 
+    def scored_positions(self, start: int, end: int) -> np.ndarray:
+        """(k,) int64: the positions in [start, end) that the loss mask keeps."""
+        positions = np.arange(start, end, dtype=np.int64)
+        return positions if self.scored is None else positions[self.scored[start:end]]
+
+    def n_to_score(self, has_bos: bool) -> int:
+        """How many tokens get a loss: masked in, and not the first token when no BOS precedes it."""
+        first = 0 if has_bos else 1
+        return len(self.scored_positions(min(first, len(self)), len(self)))
+
 
 @dataclass(frozen=True)
 class Window:
@@ -75,10 +86,6 @@ class Window:
     start: int
     end: int
     score_start: int
-
-    @property
-    def n_scored(self) -> int:
-        return self.end - self.score_start
 
 
 def resolve_bos(tokenizer: Tokenizer, policy: BosPolicy) -> int | None:
@@ -91,10 +98,36 @@ def resolve_bos(tokenizer: Tokenizer, policy: BosPolicy) -> int | None:
 
 
 def tokenize(tokenizer: Tokenizer, document: Document) -> TokenizedDocument:
-    """Token ids and character offsets of a whole document, with no special tokens added."""
+    """Token ids and character offsets of a whole document, with no special tokens added, and the
+    loss mask of its spans."""
     ids, offsets = tokenizer.encode(document.text)  # (n,), (n, 2)
     ends = np.maximum.accumulate(offsets[:, 1]) if len(ids) else offsets[:, 1]  # (n,)
-    return TokenizedDocument(document=document, ids=ids, starts=offsets[:, 0], ends=ends)
+    tokens = TokenizedDocument(document=document, ids=ids, starts=offsets[:, 0], ends=ends)
+    if document.spans is None:
+        return tokens
+    return replace(tokens, scored=span_mask(tokens, document.spans))
+
+
+def span_mask(tokens: TokenizedDocument, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(n,) bool: tokens with at least one character inside a span.
+
+    A token's characters are the ones it owns (TokenizedDocument.owned_spans) and the ones its
+    offsets name, so a token straddling a span's edge is in, and so is each byte piece of a
+    character inside a span.
+    """
+    n_chars = len(tokens.document.text)
+    inside = np.zeros(n_chars + 1, dtype=np.int64)  # (chars + 1,) +1 where a span opens, -1 where it closes
+    for start, end in spans:
+        if start < end:
+            inside[start] += 1
+            inside[end] -= 1
+    count = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(np.cumsum(inside)[:-1] > 0)])  # (chars + 1,)
+    own_starts, own_ends = tokens.owned_spans()  # (n,), (n,)
+    raw_starts = np.minimum(tokens.starts, n_chars)  # (n,)
+    raw_ends = np.clip(tokens.ends, raw_starts, n_chars)  # (n,)
+    owned = count[own_ends] > count[own_starts]  # (n,) a masked-in character among those it owns
+    named = count[raw_ends] > count[raw_starts]  # (n,) ... or among those its offsets name
+    return owned | named
 
 
 def plan_windows(doc: int, n_tokens: int, max_length: int, stride: int, has_bos: bool) -> list[Window]:

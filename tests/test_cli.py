@@ -26,6 +26,7 @@ TOTAL_KEYS = {
     "word_perplexity",
     "stderr_mean_nll",
     "perplexity_ci95",
+    "nll_sq_sum",
 }
 
 
@@ -62,7 +63,10 @@ def test_score_json_contract(model_dirs, texts) -> None:
     for doc in data["documents"]:
         assert set(doc) == TOTAL_KEYS | {"source"}
     total = data["total"]
-    assert set(total) == TOTAL_KEYS
+    assert set(total) == TOTAL_KEYS | {"documents", "macro_mean_perplexity"}
+    assert total["documents"] == 2
+    ppls = [d["perplexity"] for d in data["documents"]]
+    assert math.isclose(total["macro_mean_perplexity"], sum(ppls) / 2, rel_tol=1e-12)
     assert total["tokens_scored"] == sum(d["tokens_scored"] for d in data["documents"])
     assert math.isclose(total["nll_sum"], sum(d["nll_sum"] for d in data["documents"]), rel_tol=1e-12)
     assert total["bytes"] == len(texts["prose"].read_bytes()) + len(texts["german"].read_bytes())

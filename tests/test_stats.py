@@ -45,6 +45,7 @@ def test_empty_and_single() -> None:
         "word_perplexity",
         "stderr_mean_nll",
         "perplexity_ci95",
+        "nll_sq_sum",
     }
 
 

@@ -296,8 +296,8 @@ def test_streamed_output_is_whole_or_absent(model_dirs, tmp_path: Path, monkeypa
     common = ("--model", model_dirs["gpt2"], "--max-length", 8, "-f", "jsonl", "-o", out)
     original = records.TokenRun.chunks
 
-    def failing(self, progress=None):
-        for i, chunk in enumerate(original(self, progress)):
+    def failing(self, progress=None, on_document=None):
+        for i, chunk in enumerate(original(self, progress, on_document)):
             if i == 2:
                 raise RuntimeError("disk on fire")
             yield chunk

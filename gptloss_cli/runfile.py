@@ -1,0 +1,175 @@
+"""`score -f jsonl`: one line per finished document, written as it goes, and resumable.
+
+    {"schema": "gptloss.score-run/v1", "model": ..., "settings": ..., "input": ...}   the header
+    {"index": 7, "source": "data.jsonl:8", "tokens_scored": ..., "nll_sum": ..., ...}   one per document
+    {"total": {...}}                                                                  only once all are done
+
+Each line goes to the file in one write as soon as its document is done, so a run that is
+stopped (Ctrl-C, a killed job, a full disk) leaves whole lines only. --resume reads them back,
+checks that they were made with the same model, settings and input, skips those documents and
+appends the rest; the totals are the same as an uninterrupted run's (see Scorer.windows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+from .api import DocumentScore, ScoreResult, ScoreRun
+from .errors import GptlossError
+from .inputs import Document
+from .stats import Totals
+
+RUN_SCHEMA = "gptloss.score-run/v1"
+# What must match for a resumed run to give the same numbers as an uninterrupted one.
+MODEL_KEYS = ("spec", "sha256", "revision", "dtype", "device")
+PLAN_KEYS = ("max_length", "stride", "bos_policy", "bos_token_id", "batch_size")
+
+
+def line(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def header(model: dict[str, Any], settings: dict[str, Any], inputs: dict[str, Any] | None) -> dict[str, Any]:
+    return {"schema": RUN_SCHEMA, "model": model, "settings": settings, "input": inputs}
+
+
+def document_line(score: DocumentScore) -> dict[str, Any]:
+    return {"index": score.index, "source": score.source, **score.totals.to_dict()}
+
+
+class RunWriter:
+    """Lines appended to a run file (or written to stdout), each in one write."""
+
+    def __init__(self, path: Path | None, append: bool) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._stream: IO[str] | None = None
+        if path is None:
+            import sys
+
+            self._stream = sys.stdout
+            return
+        if not path.parent.is_dir():
+            raise GptlossError(f"{path}: the folder {path.parent} does not exist")
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        try:
+            self._fd = os.open(path, flags, 0o666)
+        except OSError as exc:
+            raise GptlossError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+    def write(self, data: dict[str, Any]) -> None:
+        text = line(data)
+        if self._stream is not None:
+            self._stream.write(text)
+            self._stream.flush()
+            return
+        assert self._fd is not None
+        payload = text.encode("utf-8")
+        while payload:  # one write() for a line in practice; the loop only guards short writes
+            payload = payload[os.write(self._fd, payload) :]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) -> list[DocumentScore]:
+    """The documents a run file already holds, after checking it belongs to this run.
+
+    A last line cut short is removed, and so is the total line (it is written again at the end).
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise GptlossError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    keep = data.rfind(b"\n") + 1  # a line without its newline was cut short
+    records, offset = [], 0
+    for number, raw in enumerate(data[:keep].splitlines(keepends=True), start=1):
+        try:
+            record = json.loads(raw)
+        except ValueError as exc:
+            raise GptlossError(f"{path} line {number}: not a run record ({exc}); start over without --resume") from exc
+        if not isinstance(record, dict):
+            raise GptlossError(f"{path} line {number}: not a run record; start over without --resume")
+        if "total" in record:
+            keep = offset
+            break
+        records.append((number, record))
+        offset += len(raw)
+    if not records:
+        _truncate(path, 0)
+        return []
+    _check_header(path, records[0][1], expected)
+    done: dict[int, DocumentScore] = {}
+    for number, record in records[1:]:
+        done[_index(path, number, record, documents)] = DocumentScore(
+            record["source"], Totals.from_dict(record), None, record["index"]
+        )
+    _truncate(path, keep)
+    return list(done.values())
+
+
+def _check_header(path: Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
+    if found.get("schema") != RUN_SCHEMA:
+        raise GptlossError(f"{path}: not a gptloss score run; start over without --resume or pick another --output")
+    pairs = [(f"model {k}", found["model"].get(k), expected["model"].get(k)) for k in MODEL_KEYS]
+    pairs += [(k, found["settings"].get(k), expected["settings"].get(k)) for k in PLAN_KEYS]
+    pairs.append(("input", found.get("input"), expected.get("input")))
+    for name, was, now in pairs:
+        if was != now:
+            raise GptlossError(
+                f"{path} was written with another {name} ({was!r}, now {now!r}); "
+                "start over without --resume or pick another --output"
+            )
+
+
+def _index(path: Path, number: int, record: dict[str, Any], documents: list[Document]) -> int:
+    index = record.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(documents) or record.get("source") != documents[index].source:
+        raise GptlossError(f"{path} line {number}: a document this input does not have; start over without --resume")
+    return index
+
+
+def _truncate(path: Path, size: int) -> None:
+    with path.open("r+b") as handle:
+        handle.truncate(size)
+
+
+def run_jsonl(
+    run: ScoreRun,
+    output: Path | None,
+    resume: bool,
+    inputs: dict[str, Any],
+    bootstrap: int,
+    seed: int,
+) -> ScoreResult:
+    """Score `run`, writing the run file as documents finish; with `resume`, carry on the one in `output`."""
+    from .api import settings_dict
+    from .console import progress
+
+    head = header(run.loaded.info.to_dict(), settings_dict(run.plan), inputs)
+    done = read_run(output, head, run.documents) if resume and output is not None else []
+    fresh = not done and not (resume and output is not None and output.exists() and output.stat().st_size)
+    writer = RunWriter(output, append=not fresh)
+    skip = frozenset(d.index for d in done)
+    scores = list(done)
+    try:
+        if fresh:
+            writer.write(head)
+        with progress("scoring", len(run.documents) - len(skip)) as bar:
+            bar.total(run.tokens_to_score(skip))
+            for score in run.scores(bar.advance, skip=skip, keep_losses=False):
+                writer.write(document_line(bar.document(score)))
+                scores.append(score)
+        result = replace(run.result(scores, bootstrap, seed), inputs=inputs)
+        writer.write({"total": result.total_dict()})
+    finally:
+        writer.close()
+    return result

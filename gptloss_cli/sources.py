@@ -1,0 +1,56 @@
+"""What the commands score: files or a dataset, read before the model loads (bad input fails fast),
+and chats rendered once the model's template is known."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .console import warn
+from .errors import GptlossError
+from .inputs import DecodeErrors, Document, read_documents
+from .windows import BosPolicy
+
+if TYPE_CHECKING:
+    from .dataset import ChatRecord, DatasetOptions
+    from .models import LoadedModel
+    from .stats import Totals
+
+
+def read_inputs(
+    paths: list[str] | None, encoding: str, errors: DecodeErrors, dataset: DatasetOptions | None
+) -> list[Document | ChatRecord]:
+    """The files, or the records of --dataset; one clear error for neither or both."""
+    if dataset is None:
+        return list(read_documents(paths or [], encoding, errors))
+    if paths:
+        raise GptlossError("give files or --dataset, not both")
+    from .dataset import read_dataset
+
+    found = read_dataset(dataset, encoding, errors.value)
+    if found.skipped:
+        warn(f"skipped {found.skipped} bad record(s); the first: {found.first_problem}")
+    return found.items
+
+
+def documents_for(
+    items: Sequence[Document | ChatRecord], loaded: LoadedModel, dataset: DatasetOptions | None, bos: BosPolicy
+) -> list[Document]:
+    """Documents to score with `loaded`: chats rendered with its template (or --chat-template)."""
+    if dataset is None or dataset.mode != "messages":
+        return [item for item in items if isinstance(item, Document)]
+    from .chat import render_chats
+    from .windows import resolve_bos
+
+    prepended = resolve_bos(loaded.tokenizer, bos) is not None
+    return render_chats(items, loaded.tokenizer, dataset.roles, prepended, loaded.info.spec, dataset.chat_template)
+
+
+def warn_unscored(documents: Sequence[Document], totals: Sequence[Totals | None]) -> None:
+    """A warning for each document with nothing scored, or one line when there are many."""
+    empty = [d.source for d, t in zip(documents, totals, strict=True) if t is None or t.tokens_scored == 0]
+    if len(empty) > 3:
+        warn(f"{len(empty)} documents have nothing to score (0 tokens), such as {empty[0]}")
+        return
+    for source in empty:
+        warn(f"{source}: nothing to score (0 tokens)")
