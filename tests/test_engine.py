@@ -167,3 +167,18 @@ def test_batches_respect_the_token_budget(max_length: int, batch_size: int) -> N
         padded = len(batch) * max(w.end - w.start for w in batch)
         assert padded <= CPU_TOKEN_BUDGET or len(batch) == 1
     assert len(got[0]) == min(batch_size, max(1, CPU_TOKEN_BUDGET // (max_length - 1)))  # full-length windows
+
+
+def test_batches_of_many_lengths_stay_mostly_real_tokens() -> None:
+    """Documents of 1..200 tokens, longest first, in batches of up to 64: at most 25% padding each."""
+    from gptloss_cli.engine import MAX_PADDING, Plan, batches
+
+    rng = np.random.default_rng(0)
+    windows = [w for d, n in enumerate(rng.integers(1, 200, size=300)) for w in plan_windows(d, int(n), 256, 256, True)]
+    windows.sort(key=lambda w: w.end - w.start, reverse=True)
+    got = list(batches(windows, Plan(256, 256, "auto", 1, 64), torch.device("cpu")))
+    assert [w for b in got for w in b] == windows
+    for batch in got:
+        lengths = [w.end - w.start for w in batch]
+        assert sum(lengths) >= (1 - MAX_PADDING) * len(batch) * max(lengths)
+    assert len(got) < len(windows) / 8  # still batches, not one document at a time
