@@ -17,6 +17,7 @@ from .compare_cmd import compare
 from .console import emit, handles_errors, load, progress
 from .dataset import DatasetOptions
 from .errors import GptlossError
+from .explain_cmd import explain
 from .inputs import DecodeErrors
 from .models import BUNDLED, DEFAULT_MODEL, Device, Dtype
 from .options import (
@@ -140,6 +141,7 @@ def score(
 
 app.command()(handles_errors(tokens))
 app.command()(handles_errors(compare))
+app.command()(handles_errors(explain))
 
 
 @app.command()
