@@ -248,6 +248,12 @@ def test_csv_and_parquet_through_datasets(model_dirs, tmp_path: Path) -> None:
         result = run("score", "--dataset", path, "--text-column", "body", "-m", model_dirs["llama"], "-f", "json")
         assert result.exit_code == 0, result.stderr
         out[path.suffix] = json.loads(result.stdout)["documents"]
+    streamed = run(
+        "score", "--dataset", tmp_path / "d.parquet", "--text-column", "body", "--streaming", "--limit", 3,
+        "-m", model_dirs["llama"], "-f", "json",
+    )  # fmt: skip
+    assert streamed.exit_code == 0, streamed.stderr
+    assert json.loads(streamed.stdout)["documents"] == out[".parquet"][:3]
     assert [d["source"] for d in out[".parquet"]] == [f"d.parquet[{i}]" for i in range(4)]
     assert [d["nll_sum"] for d in out[".parquet"]] == pytest.approx([d["nll_sum"] for d in out[".jsonl"]], rel=1e-9)
     assert len(out[".csv"]) == 3
