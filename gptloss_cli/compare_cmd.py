@@ -65,6 +65,7 @@ def compare(
     With the same tokenizer both models score the same positions and each position gets KL(P_A||P_B),
     Δp and top-1 agreement; with different tokenizers the models are paired word by word and bits per
     byte is the headline. The same spec at two dtypes compares precisions: compare m m --dtype-b bfloat16.
+
     Both models score the same text: a chat (--messages-column) is rendered with model A's template.
     """
     from .sources import documents_for, read_inputs

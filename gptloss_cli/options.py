@@ -145,7 +145,7 @@ _DATASET_PARAMS: dict[str, Any] = {
     ],
     "text_column": Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="Column with the text to score [default: text].", rich_help_panel=_PANEL),
+        typer.Option(help="Column with the text to score (default: text).", rich_help_panel=_PANEL),
     ],
     "prompt_column": Annotated[
         Optional[str],  # noqa: UP045
@@ -169,7 +169,7 @@ _DATASET_PARAMS: dict[str, Any] = {
     "score_roles": Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            help="Comma-separated roles whose turns are scored (content and end-of-turn marker) [default: assistant].",
+            help="Comma-separated roles whose turns are scored (content and end-of-turn marker; default: assistant).",
             rich_help_panel=_PANEL,
         ),
     ],
@@ -182,7 +182,7 @@ _DATASET_PARAMS: dict[str, Any] = {
     "span_column": Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            help="Column with [[start, end], ...] character spans of the text column: only their tokens are scored.",
+            help="Column with \\[\\[start, end], ...] character spans of the text: only their tokens are scored.",
             rich_help_panel=_PANEL,
         ),
     ],
