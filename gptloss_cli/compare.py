@@ -25,7 +25,7 @@ from .inputs import Document
 from .models import LoadedModel
 from .pairloss import pair_stats
 from .records import word_sums
-from .stats import Totals, scored_text_extent, stderr
+from .stats import Totals, bootstrap_exp_ci95, scored_text_extent, stderr
 from .windows import TokenizedDocument, tokenize
 
 COMPARE_SCHEMA = "gptloss.compare/v1"
@@ -125,6 +125,8 @@ class CompareResult:
     same_vocabulary: bool
     documents: list[DocumentPair]
     top_n: int = 10
+    bootstrap: int = 0  # document resamples for paired.ppl_ratio_bootstrap_ci95; 0: none
+    seed: int = 0
 
     @property
     def unit(self) -> str:
@@ -146,6 +148,14 @@ class CompareResult:
         dist = None
         if self.same_vocabulary:
             dist = distribution(self._all("kld"), self._all("delta_p"), self._all("same_top1"))
+        total = paired(self._all("nll_a"), self._all("nll_b"), self.unit)
+        if self.bootstrap:
+            docs = [d for d in self.documents if len(d.nll_a)]
+            counts = np.array([len(d.nll_a) for d in docs], dtype=np.float64)  # (D,)
+            sums = np.array([math.fsum((d.nll_b - d.nll_a).tolist()) for d in docs])  # (D,)
+            ci = bootstrap_exp_ci95(counts, sums, self.bootstrap, self.seed)
+            total["ppl_ratio_bootstrap_ci95"] = None if ci is None else list(ci)
+            total["bootstrap"] = {"resamples": self.bootstrap, "seed": self.seed, "unit": "document"}
         tops = [{"source": d.source, **t} for d in self.documents for t in d.top_differences(self.top_n)]
         tops.sort(key=lambda t: -abs(t["delta_nll"]))
         return {
@@ -164,7 +174,7 @@ class CompareResult:
                 }
                 for d in self.documents
             ],
-            "paired": paired(self._all("nll_a"), self._all("nll_b"), self.unit),
+            "paired": total,
             "distribution": dist,
             "top_differences": tops[: self.top_n],
         }
@@ -177,6 +187,8 @@ def compare_documents(
     settings: WindowSettings | None = None,
     top_n: int = 10,
     progress: Progress | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> CompareResult:
     """Score `documents` with both models and pair the results (see the module docstring)."""
     settings = settings or WindowSettings()
@@ -195,7 +207,7 @@ def compare_documents(
         docs = _same_vocabulary(a, b, tok_a, plan_a, settings.padding_side, progress)
     else:
         docs = _cross_vocabulary(a, b, tok_a, tok_b, plan_a, plan_b, settings.padding_side, progress)
-    return CompareResult(a, b, plan_a, same, docs, top_n)
+    return CompareResult(a, b, plan_a, same, docs, top_n, bootstrap, seed)
 
 
 def _vocab(lm: LoadedModel) -> int:

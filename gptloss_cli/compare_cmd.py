@@ -25,15 +25,20 @@ from .options import (
     HtmlOpt,
     MaxLengthOpt,
     OutputOpt,
+    SeedOpt,
     StrideOpt,
     TrustOpt,
     dataset_options,
 )
+from .render import MAX_ROWS
 from .windows import BosPolicy
 
 DtypeAOpt = Annotated[Dtype, typer.Option("--dtype-a", help="Model A's dtype (auto as in score).")]
 DtypeBOpt = Annotated[Dtype, typer.Option("--dtype-b", help="Model B's dtype.")]
 TopOpt = Annotated[int, typer.Option("--top", min=0, help="Spans with the largest |Δ NLL| to list.")]
+CompareBootstrapOpt = Annotated[
+    int, typer.Option(min=0, help="Resample the documents N times for a 95% interval of B/A; 0 = off.")
+]
 
 
 @dataset_options
@@ -49,6 +54,8 @@ def compare(
     dtype_b: DtypeBOpt = Dtype.auto,
     device: DeviceOpt = Device.auto,
     top: TopOpt = 10,
+    bootstrap: CompareBootstrapOpt = 0,
+    seed: SeedOpt = 0,
     html: HtmlOpt = None,
     max_length: MaxLengthOpt = None,
     stride: StrideOpt = None,
@@ -83,7 +90,7 @@ def compare(
 
     settings = WindowSettings(max_length=max_length, stride=stride, bos=bos, batch_size=batch_size)
     with progress("comparing") as bar:
-        result = compare_documents(a, b, documents, settings, top_n=top, progress=bar.advance)
+        result = compare_documents(a, b, documents, settings, top, bar.advance, bootstrap, seed)
     data = result.to_dict()
     if data["paired"]["n"] == 0:
         raise GptlossError("nothing to compare: no token (or word) was scored by both models")
@@ -130,9 +137,21 @@ def compare_view(data: dict[str, Any]) -> RenderableType:
         ["source", "PPL A", "PPL B", "B/A", "Δ NLL ± SE", "bpb A", "bpb B"], total_row, strict=True
     ):
         table.add_column(header, footer=Text(foot, style="bold"), justify="left" if header == "source" else "right")
-    for doc in data["documents"]:
+    shown = data["documents"] if len(data["documents"]) <= MAX_ROWS else []
+    for doc in shown:
         table.add_row(*(Text(c) for c in _compare_row(doc["source"], doc["a"], doc["b"], doc["paired"])))
     parts: list[RenderableType] = [table]
+    notes = []
+    if len(shown) < len(data["documents"]):
+        notes.append(f"{len(data['documents'])} documents: per-document rows in -f json")
+    if "ppl_ratio_bootstrap_ci95" in data["paired"]:
+        ci, boot = data["paired"]["ppl_ratio_bootstrap_ci95"], data["paired"]["bootstrap"]
+        shown_ci = "—" if ci is None else f"{ci[0]:.4f}–{ci[1]:.4f}"
+        notes.append(
+            f"B/A 95% bootstrap interval: {shown_ci} ({boot['resamples']} resamples of the documents, "
+            f"seed {boot['seed']})"
+        )
+    parts += [Text(n) for n in notes]
     dist = data["distribution"]
     if dist is None:
         parts.append(Text("different tokenizers: no per-position distribution comparison; paired by word"))

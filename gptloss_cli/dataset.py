@@ -85,6 +85,7 @@ class DatasetOptions:
             "score_roles": list(self.roles) if self.mode == "messages" else None,
             "limit": self.limit,
             "skip_bad_records": self.skip_bad_records,
+            "chat_template": None if self.chat_template is None else str(self.chat_template),
         }
 
     @property

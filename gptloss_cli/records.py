@@ -147,8 +147,10 @@ class TokenRun:
         settings: WindowSettings,
         top_k: int = 5,
         unit: str = "token",
+        inputs: dict[str, Any] | None = None,
     ) -> None:
         self.loaded = loaded
+        self.inputs = inputs  # the dataset and columns read, when not files
         self.documents = list(documents)
         self.settings = settings
         self.plan = make_plan(loaded, settings)
@@ -165,7 +167,8 @@ class TokenRun:
         from .api import settings_dict
 
         settings = {**settings_dict(self.plan), "top_k": self.top_k, "unit": self.unit}
-        return {"schema": TOKENS_SCHEMA, "model": self.loaded.info.to_dict(), "settings": settings}
+        head = {"schema": TOKENS_SCHEMA, "model": self.loaded.info.to_dict(), "settings": settings}
+        return head if self.inputs is None else {**head, "input": self.inputs}
 
     def chunks(
         self, progress: Callable[[int], None] | None = None, on_document: Callable[[int], Any] | None = None

@@ -171,17 +171,24 @@ def bootstrap_ci95(parts: Sequence[Totals], resamples: int, seed: int) -> tuple[
     roughly are. Reproducible for a given seed and list of documents.
     """
     scored = [t for t in parts if t.tokens_scored]
-    if len(scored) < 2 or resamples < 1:
+    counts = np.array([t.tokens_scored for t in scored], dtype=np.float64)  # (D,)
+    sums = np.array([t.nll_sum for t in scored], dtype=np.float64)  # (D,)
+    return bootstrap_exp_ci95(counts, sums, resamples, seed)
+
+
+def bootstrap_exp_ci95(counts: np.ndarray, sums: np.ndarray, resamples: int, seed: int) -> tuple[float, float] | None:
+    """2.5th and 97.5th percentiles of exp(Σ sums / Σ counts) over `resamples` draws of the D documents
+    with replacement; counts and sums (D,) per document, every count positive. None below two documents."""
+    d = len(counts)
+    if d < 2 or resamples < 1:
         return None
-    n = np.array([t.tokens_scored for t in scored], dtype=np.float64)  # (D,)
-    s = np.array([t.nll_sum for t in scored], dtype=np.float64)  # (D,)
     rng = np.random.default_rng(seed)
-    chunk = max(1, 4_000_000 // len(scored))  # resamples drawn at a time: (chunk, D) counts in memory
+    chunk = max(1, 4_000_000 // d)  # resamples drawn at a time: (chunk, D) counts in memory
     means = []
     for first in range(0, resamples, chunk):
         rows = min(chunk, resamples - first)
-        counts = rng.multinomial(len(scored), np.full(len(scored), 1.0 / len(scored)), size=rows)  # (rows, D)
-        means.append((counts @ s) / (counts @ n))  # (rows,)
+        draws = rng.multinomial(d, np.full(d, 1.0 / d), size=rows)  # (rows, D) times each document is drawn
+        means.append((draws @ sums) / (draws @ counts))  # (rows,)
     low, high = np.percentile(np.concatenate(means), [2.5, 97.5])
     if high >= 700:
         return None

@@ -78,7 +78,8 @@ def tokens(
     from .records import TokenRun
 
     settings = WindowSettings(max_length=max_length, stride=stride, bos=bos, batch_size=batch_size)
-    run = TokenRun(loaded, documents, settings, top_k=top_k, unit=unit.value)
+    inputs = None if dataset is None else dataset.describe()
+    run = TokenRun(loaded, documents, settings, top_k=top_k, unit=unit.value, inputs=inputs)
     if run.tokens_to_score() == 0:
         which = documents[0].source if len(documents) == 1 else "none of the inputs"
         raise GptlossError(f"{which}: nothing to score (no token has a preceding token or BOS to be predicted from)")

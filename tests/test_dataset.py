@@ -336,3 +336,39 @@ def test_resume_after_a_stopped_run_gives_the_same_totals(model_dirs, tmp_path: 
     assert again.exit_code == 0 and json.loads(part.read_text().splitlines()[-1]) == lines[-1]
     other = run(*common[:-2], "--max-length", 32, "-o", part, "--resume")
     assert other.exit_code == 1 and "another max_length" in other.stderr
+
+
+def test_compare_on_a_dataset_with_a_bootstrap_of_the_ratio(model_dirs, tmp_path: Path) -> None:
+    from gptloss_cli.stats import bootstrap_exp_ci95
+
+    records = [{"prompt": p, "completion": c} for p, c in PAIRS * 2]
+    data = write_jsonl(tmp_path / "pc.jsonl", records)
+    args = (
+        "compare", model_dirs["llama"], model_dirs["gpt2"], "--dataset", data, "--prompt-column", "prompt",
+        "--completion-column", "completion", "--bootstrap", 300, "--seed", 5, "-f", "json",
+    )  # fmt: skip
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out == json.loads(run(*args).stdout)  # seeded: the same interval again
+    total = out["paired"]
+    low, high = total["ppl_ratio_bootstrap_ci95"]
+    assert low < total["ppl_ratio"] < high
+    docs = [d["paired"] for d in out["documents"]]
+    counts = np.array([d["n"] for d in docs], dtype=float)
+    sums = np.array([d["mean_delta_nll"] * d["n"] for d in docs])
+    assert (low, high) == pytest.approx(bootstrap_exp_ci95(counts, sums, 300, 5), rel=1e-9)
+    scored = run(
+        "score", "--dataset", data, "--prompt-column", "prompt", "--completion-column", "completion",
+        "-m", model_dirs["llama"], "-f", "json",
+    )  # fmt: skip
+    assert sum(d["n"] for d in docs) == total["n"] == json.loads(scored.stdout)["total"]["tokens_scored"]
+    table = run(*args[:-2])
+    assert table.exit_code == 0 and "B/A 95% bootstrap interval" in table.stdout
+
+
+def test_tokens_header_names_the_dataset(model_dirs, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": p + c} for p, c in PAIRS])
+    result = run("tokens", "--dataset", data, "-m", model_dirs["llama"], "-f", "jsonl", "--limit", 2)
+    header = json.loads(result.stdout.splitlines()[0])
+    assert header["input"]["dataset"] == str(data) and header["input"]["limit"] == 2
