@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .errors import GptlossError
-from .loss import Head, LinearHead, TokenStats, head_nll, head_stats, logits_nll, logits_stats
+from .heads import split_head
+from .loss import Head, TokenStats, head_nll, head_stats, logits_nll, logits_stats
 from .models import LoadedModel
 from .windows import BosPolicy, TokenizedDocument, Window, plan_windows, resolve_bos, window_inputs
 
@@ -118,7 +119,7 @@ class Scorer:
     def __init__(self, loaded: LoadedModel, top_k: int | None = None) -> None:
         self.model = loaded.model
         self.device = torch.device(loaded.info.device)
-        self.split = _split_head(self.model)
+        self.split = split_head(self.model)
         self.top_k = top_k
 
     def score(
@@ -290,36 +291,6 @@ def batch_inputs(
     cols_t = torch.from_numpy(np.concatenate(col_idx)).to(device)  # (M,)
     ids, mask = ids.to(device), mask.to(device)
     return BatchInputs(ids, mask, rows_t, cols_t, ids[rows_t, cols_t], meta)
-
-
-# Model types whose logits are exactly lm_head(base_model(...).last_hidden_state), soft-capped by
-# `final_logit_softcapping` when the config sets it. Each is checked in the tests against the
-# model's own logits; any other type is checked once on a probe sequence when it is loaded.
-KNOWN_HEADS = frozenset({"gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"})
-
-
-def _split_head(model: Any) -> tuple[Any, LinearHead] | None:
-    """(body, head) such that head(body(...).last_hidden_state) equals the model's logits, else None."""
-    linear = model.get_output_embeddings()
-    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if not isinstance(linear, torch.nn.Linear) or body is None or body is model:
-        return None
-    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    head = LinearHead(weight=linear.weight, bias=linear.bias, softcap=cap)
-    if model.config.model_type in KNOWN_HEADS or _head_matches(model, body, head):
-        return body, head
-    return None
-
-
-def _head_matches(model: Any, body: Any, head: LinearHead) -> bool:
-    """Whether head(body(x)) reproduces the model's logits on a short probe sequence."""
-    device = next(model.parameters()).device
-    vocab = int(model.config.get_text_config().vocab_size)
-    probe = (torch.arange(1, 9, device=device) % vocab).unsqueeze(0)  # (1, 8)
-    with torch.inference_mode():
-        full = model(input_ids=probe, use_cache=False).logits.float()  # (1, 8, V)
-        split = head.logits(body(input_ids=probe, use_cache=False).last_hidden_state)  # (1, 8, V)
-    return full.shape == split.shape and torch.allclose(full, split, rtol=1e-4, atol=1e-4)
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -11,7 +11,8 @@ import torch
 from conftest import ARCHS
 
 from gptloss_cli.api import score_documents
-from gptloss_cli.engine import KNOWN_HEADS, Scorer, WindowSettings, _head_matches, _split_head, make_plan
+from gptloss_cli.engine import Scorer, WindowSettings, make_plan
+from gptloss_cli.heads import KNOWN_HEADS, head_matches, split_head
 from gptloss_cli.inputs import Document
 from gptloss_cli.windows import plan_windows, tokenize
 
@@ -118,7 +119,7 @@ def test_known_heads_reproduce_model_logits(loaded, arch: str) -> None:
     assert lm.model.config.model_type in KNOWN_HEADS
     scorer = Scorer(lm)
     assert scorer.split is not None
-    assert _head_matches(lm.model, *scorer.split)
+    assert head_matches(lm.model, *scorer.split)
 
 
 def test_other_known_head_types() -> None:
@@ -137,8 +138,8 @@ def test_other_known_head_types() -> None:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).eval()
         assert config.model_type in KNOWN_HEADS
-        split = _split_head(model)
-        assert split is not None and _head_matches(model, *split)
+        split = split_head(model)
+        assert split is not None and head_matches(model, *split)
 
 
 def test_plan_defaults_and_limits(loaded) -> None:
