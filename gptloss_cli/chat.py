@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 
+MARKER = "\ue000gptloss-content\ue001"  # private-use characters: no template alters them, no message holds them
+
+
 class ChatTemplate:
     """A Jinja chat template, rendered as transformers' apply_chat_template does."""
 
@@ -64,7 +67,7 @@ def chat_document(
         upto = template.render(messages[: i + 1])
         if not upto.startswith(before) or not whole.startswith(upto):
             raise GptlossError(
-                f"{source}: the chat template of {template.name} renders turn {i + 1} differently once more turns "
+                f"the chat template of {template.name} renders turn {i + 1} differently once more turns "
                 "follow, so its span cannot be found"
             )
         if message["role"] in roles:
@@ -84,14 +87,30 @@ def _render_empty(template: ChatTemplate) -> str:
 
 
 def _content_start(template: ChatTemplate, messages: Sequence[dict[str, Any]], i: int, before: str, upto: str) -> int:
-    """Where turn i's content starts in `upto` (the rendering up to and including it)."""
+    """Where turn i's content starts in `upto` (the rendering up to and including it).
+
+    Found by rendering the turn with a marker for its content, so text of the header that happens to
+    equal the content (a reply "a" and the "a" of "assistant") is not taken for it.
+    """
+    probe = [*messages[:i], {**messages[i], "content": MARKER}]
+    try:
+        marked = template.render(probe)
+    except GptlossError:
+        marked = ""
+    at = marked.find(MARKER, len(before))
+    if at >= 0 and upto.startswith(marked[:at]):
+        return at
+    try:  # a template that alters the marker: search after the header it writes for a reply, if any
+        prompt = template.render(messages[:i], add_generation_prompt=True)
+    except GptlossError:
+        prompt = ""
+    start = len(prompt) if upto.startswith(prompt) and len(prompt) > len(before) else len(before)
     content = messages[i]["content"]
     for needle in (content, content.strip()):
-        at = upto.find(needle, len(before)) if needle else -1
-        if at >= 0:
-            return at
-    prompt = template.render(messages[:i], add_generation_prompt=True)  # the header the template writes for a reply
-    return len(prompt) if upto.startswith(prompt) and len(prompt) > len(before) else len(before)
+        found = upto.find(needle, start) if needle else -1
+        if found >= 0:
+            return found
+    return start
 
 
 def render_chats(
@@ -101,10 +120,12 @@ def render_chats(
     bos_prepended: bool,
     model: str,
     template_file: Path | None = None,
-) -> list[Document]:
-    """Documents for every item, conversations rendered with `template_file` or the tokenizer's template."""
+    skip_bad_records: bool = False,
+) -> tuple[list[Document], list[str]]:
+    """Documents for every item, conversations rendered with `template_file` or the tokenizer's template,
+    and what went wrong with the chats skipped (with `skip_bad_records`; else the first stops the run)."""
     if all(isinstance(item, Document) for item in items):
-        return [item for item in items if isinstance(item, Document)]
+        return [item for item in items if isinstance(item, Document)], []
     if template_file is not None:
         try:
             source = template_file.read_text(encoding="utf-8")
@@ -116,7 +137,15 @@ def render_chats(
         raise GptlossError(f"{model} has no chat template; give one with --chat-template FILE")
     template = ChatTemplate(source, tokenizer.special_tokens, model)
     bos = tokenizer.special_tokens.get("bos_token", "") if bos_prepended else ""
-    return [
-        item if isinstance(item, Document) else chat_document(template, item.messages, roles, item.source, bos)
-        for item in items
-    ]
+    documents, problems = [], []
+    for item in items:
+        if isinstance(item, Document):
+            documents.append(item)
+            continue
+        try:
+            documents.append(chat_document(template, item.messages, roles, item.source, bos))
+        except GptlossError as exc:
+            if not skip_bad_records:
+                raise GptlossError(f"{item.source}: {exc}; fix it or pass --skip-bad-records") from exc
+            problems.append(f"{item.source}: {exc}")
+    return documents, problems

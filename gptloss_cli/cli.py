@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import replace
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -101,7 +101,7 @@ def score(
     With -f jsonl (the default for an --output ending in .jsonl) a line per document is written as soon as it
     is done, and --resume carries on a stopped run.
     """
-    from .sources import documents_for, read_inputs
+    from .sources import documents_digest, documents_for, nothing_to_score, read_inputs
 
     fmt = fmt or score_format(output)
     if resume and (output is None or fmt is not ScoreFormat.jsonl):
@@ -115,10 +115,10 @@ def score(
 
     settings = WindowSettings(max_length=max_length, stride=stride, bos=bos, batch_size=batch_size)
     run = ScoreRun(loaded, documents, settings)
-    inputs = dataset.describe() if dataset is not None else {"files": [d.source for d in documents]}
+    inputs: dict[str, Any] = {"files": [d.source for d in documents]} if dataset is None else dataset.describe()
+    inputs["sha256"] = documents_digest(documents)  # --resume refuses a file made from other documents
     if run.tokens_to_score() == 0:
-        which = documents[0].source if len(documents) == 1 else "none of the inputs"
-        raise GptlossError(f"{which}: nothing to score (no token has a preceding token or BOS to be predicted from)")
+        raise nothing_to_score(documents, dataset)
     if fmt is ScoreFormat.jsonl:
         from .runfile import run_jsonl
 

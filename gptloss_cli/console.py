@@ -55,7 +55,10 @@ def handles_errors(command: F) -> F:
 
 
 def warn(message: str) -> None:
-    stderr().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    """A yellow "warning:" and `message` as plain text (it may hold file names and record text)."""
+    from rich.markup import escape
+
+    stderr().print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def load(spec: str, device: Device, dtype: Dtype, trust_remote_code: bool) -> Any:

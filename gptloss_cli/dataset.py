@@ -124,22 +124,23 @@ def read_dataset(options: DatasetOptions, encoding: str = "utf-8", errors: str =
             raise GptlossError(f"{path.name}: a single file has one split, train; --split {options.split} is not one")
         rows = _jsonl_rows(path, encoding, errors)
     else:
-        rows = _dataset_rows(options, path)
+        rows = _dataset_rows(options, path, encoding, errors)
     found = DatasetInput(options, [])
     wanted = options.columns
-    first = True
+    first, unknown = True, ""
     for where, row in rows:
         if options.limit is not None and len(found.items) >= options.limit:
             break
         try:
             if isinstance(row, BadRecord):
                 raise row
-            if first:
-                missing = [c for c in wanted if c not in row]
-                if missing:
-                    available = ", ".join(map(str, row)) or "none"
-                    raise GptlossError(f"{options.name}: no column {missing[0]!r}; available columns: {available}")
-                first = False
+            missing = [c for c in wanted if c not in row]
+            if first and missing:
+                available = ", ".join(map(str, row)) or "none"
+                unknown = f"{options.name}: no column {missing[0]!r}; available columns: {available}"
+                if not options.skip_bad_records:
+                    raise GptlossError(unknown)
+            first = first and bool(missing)  # the columns are checked until a record has them all
             found.items.append(_item(row, where, options))
         except BadRecord as bad:
             if not options.skip_bad_records:
@@ -147,7 +148,7 @@ def read_dataset(options: DatasetOptions, encoding: str = "utf-8", errors: str =
             found.skipped += 1
             found.first_problem = found.first_problem or str(bad)
     if not found.items:
-        raise GptlossError(f"{options.name}: no records to score")
+        raise GptlossError(unknown if unknown else f"{options.name}: no records to score")
     return found
 
 
@@ -158,6 +159,8 @@ def _item(row: dict[str, Any], where: str, options: DatasetOptions) -> Document 
         value = row[name]
         if not isinstance(value, kind):
             raise BadRecord(f"{where}: column {name!r} is {type(value).__name__}, not {kind.__name__}")
+        if isinstance(value, str):
+            _check_unicode(value, f"{where}: column {name!r}")
         return value
 
     if options.mode == "messages":
@@ -178,10 +181,19 @@ def _messages(value: list[Any], where: str) -> list[dict[str, str]]:
             raise BadRecord(f"{where}: message {i + 1} has no role")
         if not isinstance(message.get("content"), str):
             raise BadRecord(f"{where}: message {i + 1} has no text content")
+        _check_unicode(message["role"] + message["content"], f"{where}: message {i + 1}")
         messages.append({"role": message["role"], "content": message["content"]})
     if not messages:
         raise BadRecord(f"{where}: no messages")
     return messages
+
+
+def _check_unicode(text: str, what: str) -> None:
+    """Refuse text no tokenizer can take: a lone surrogate (JSON allows the escape "\\udce9")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRecord(f"{what} holds a lone surrogate (U+{ord(text[exc.start]):04X}), not text") from None
 
 
 def _spans(value: list[Any], n_chars: int, where: str) -> tuple[Span, ...]:
@@ -218,7 +230,9 @@ def _jsonl_rows(path: Path, encoding: str, errors: str) -> Iterator[tuple[str, d
             yield where, row
 
 
-def _dataset_rows(options: DatasetOptions, path: Path) -> Iterator[tuple[str, dict[str, Any] | BadRecord]]:
+def _dataset_rows(
+    options: DatasetOptions, path: Path, encoding: str, errors: str
+) -> Iterator[tuple[str, dict[str, Any] | BadRecord]]:
     local = path.exists()
     if not local and (path.suffix.lower() in (*BUILDERS, *JSONL_SUFFIXES) or options.name.startswith((".", "/", "~"))):
         raise GptlossError(f"{options.name}: no such file or folder")
@@ -228,7 +242,12 @@ def _dataset_rows(options: DatasetOptions, path: Path) -> Iterator[tuple[str, di
     online = local or _hub_reachable()
     datasets = _import_datasets(offline=not online)
     if path.is_file():
-        args: dict[str, Any] = {"path": BUILDERS[path.suffix.lower()], "data_files": str(path)}
+        builder = BUILDERS[path.suffix.lower()]
+        args: dict[str, Any] = {"path": builder, "data_files": str(path)}
+        if builder in ("csv", "json", "text"):
+            args.update(encoding=encoding, encoding_errors=errors)
+        if path.suffix.lower() == ".tsv":
+            args["sep"] = "\t"
         label = path.name
     else:
         args = {"path": str(path) if local else options.name, "name": options.config}
@@ -250,7 +269,7 @@ def _dataset_rows(options: DatasetOptions, path: Path) -> Iterator[tuple[str, di
             "give a local file or folder"
         ) from exc
     except Exception as exc:  # datasets raises many types (FileNotFoundError, ValueError, DatasetNotFoundError...)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = _first_line(exc)
         if not online:
             first += " (the Hugging Face hub cannot be reached: only cached datasets load)"
         raise GptlossError(f"dataset {options.name}: {first}") from exc
@@ -261,9 +280,18 @@ def _dataset_rows(options: DatasetOptions, path: Path) -> Iterator[tuple[str, di
         except StopIteration:
             return
         except Exception as exc:  # a parse error found while reading on
-            raise GptlossError(f"dataset {options.name}: record {i}: {str(exc).splitlines()[0]}") from exc
+            raise GptlossError(f"dataset {options.name}: after record {i}: {_first_line(exc)}") from exc
         yield f"{label}[{i}]", row
         i += 1
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of what went wrong, from the root cause (datasets wraps parser errors in
+    "An error occurred while generating the dataset")."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -289,5 +317,5 @@ def _import_datasets(offline: bool) -> Any:
         huggingface_hub.constants.HF_HUB_OFFLINE = True
         datasets.config.HF_HUB_OFFLINE = True
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach the user as GptlossError
     return datasets

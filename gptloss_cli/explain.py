@@ -80,7 +80,12 @@ def parse_target(text: str, n: int) -> Target:
     for i, w in enumerate(given.tolist()):
         if w < 0:
             raise GptlossError(f"--target: class {i} is {w:g}; a target weight cannot be negative")
-    total = math.fsum(given.tolist())
+    try:
+        total = math.fsum(given.tolist())
+    except OverflowError:
+        total = math.inf
+    if not math.isfinite(total):
+        raise GptlossError("--target: the weights are too large to add up; give weights like 1,1,0 or 0.5,0.5,0")
     if total == 0:
         raise GptlossError("--target: all weights are zero; give at least one positive weight")
     if abs(total - 1) <= SUM_TOLERANCE:

@@ -109,25 +109,28 @@ def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) ->
     _check_header(path, records[0][1], expected)
     done: dict[int, DocumentScore] = {}
     for number, record in records[1:]:
-        done[_index(path, number, record, documents)] = DocumentScore(
-            record["source"], Totals.from_dict(record), None, record["index"]
-        )
+        index = _index(path, number, record, documents)
+        try:
+            totals = Totals.from_dict(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GptlossError(f"{path} line {number}: not a run record; start over without --resume") from exc
+        done[index] = DocumentScore(record["source"], totals, None, index)
     _truncate(path, keep)
     return list(done.values())
 
 
 def _check_header(path: Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
-    if found.get("schema") != RUN_SCHEMA:
-        raise GptlossError(f"{path}: not a gptloss score run; start over without --resume or pick another --output")
-    pairs = [(f"model {k}", found["model"].get(k), expected["model"].get(k)) for k in MODEL_KEYS]
-    pairs += [(k, found["settings"].get(k), expected["settings"].get(k)) for k in PLAN_KEYS]
-    pairs.append(("input", found.get("input"), expected.get("input")))
+    again = "start over without --resume or pick another --output"
+    model, settings = found.get("model"), found.get("settings")
+    if found.get("schema") != RUN_SCHEMA or not isinstance(model, dict) or not isinstance(settings, dict):
+        raise GptlossError(f"{path}: not a gptloss score run; {again}")
+    pairs = [(f"model {k}", model.get(k), expected["model"].get(k)) for k in MODEL_KEYS]
+    pairs += [(k, settings.get(k), expected["settings"].get(k)) for k in PLAN_KEYS]
     for name, was, now in pairs:
         if was != now:
-            raise GptlossError(
-                f"{path} was written with another {name} ({was!r}, now {now!r}); "
-                "start over without --resume or pick another --output"
-            )
+            raise GptlossError(f"{path} was written with another {name} ({was!r}, now {now!r}); {again}")
+    if found.get("input") != expected.get("input"):
+        raise GptlossError(f"{path} was written from other documents or dataset options; {again}")
 
 
 def _index(path: Path, number: int, record: dict[str, Any], documents: list[Document]) -> int:

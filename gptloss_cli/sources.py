@@ -43,7 +43,20 @@ def documents_for(
     from .windows import resolve_bos
 
     prepended = resolve_bos(loaded.tokenizer, bos) is not None
-    return render_chats(items, loaded.tokenizer, dataset.roles, prepended, loaded.info.spec, dataset.chat_template)
+    documents, problems = render_chats(
+        items,
+        loaded.tokenizer,
+        dataset.roles,
+        prepended,
+        loaded.info.spec,
+        dataset.chat_template,
+        dataset.skip_bad_records,
+    )
+    if problems:
+        warn(f"skipped {len(problems)} chat(s) the template could not render; the first: {problems[0]}")
+    if not documents:
+        raise GptlossError(f"{dataset.name}: no chat could be rendered; the first problem: {problems[0]}")
+    return documents
 
 
 def warn_unscored(documents: Sequence[Document], totals: Sequence[Totals | None]) -> None:
@@ -54,3 +67,26 @@ def warn_unscored(documents: Sequence[Document], totals: Sequence[Totals | None]
         return
     for source in empty:
         warn(f"{source}: nothing to score (0 tokens)")
+
+
+def nothing_to_score(documents: Sequence[Document], dataset: DatasetOptions | None) -> GptlossError:
+    """The error for a run in which no token gets a loss, saying why."""
+    if dataset is not None and any(d.spans is not None for d in documents):
+        what = {
+            "prompt": "the completion",
+            "messages": f"a turn of {', '.join(dataset.roles)}",
+        }.get(dataset.mode, "the --span-column spans")
+        return GptlossError(f"{dataset.name}: nothing to score: no record has a token in {what}")
+    which = documents[0].source if len(documents) == 1 else "none of the inputs"
+    return GptlossError(f"{which}: nothing to score (no token has a preceding token or BOS to be predicted from)")
+
+
+def documents_digest(documents: Sequence[Document]) -> str:
+    """sha256 of the documents' sources, texts and spans: a resumed run must score the same ones."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(json.dumps([doc.source, doc.text, doc.spans], ensure_ascii=False).encode("utf-8") + b"\n")
+    return digest.hexdigest()

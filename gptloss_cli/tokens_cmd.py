@@ -67,7 +67,7 @@ def tokens(
     Records give character offsets into the text (text\\[start:end] == token). jsonl and csv are written
     as the windows are scored, so memory stays flat on long texts.
     """
-    from .sources import documents_for, read_inputs, warn_unscored
+    from .sources import documents_for, nothing_to_score, read_inputs, warn_unscored
 
     items = read_inputs(paths, encoding, errors, dataset)
     if html is not None and not html.parent.is_dir():
@@ -81,8 +81,7 @@ def tokens(
     inputs = None if dataset is None else dataset.describe()
     run = TokenRun(loaded, documents, settings, top_k=top_k, unit=unit.value, inputs=inputs)
     if run.tokens_to_score() == 0:
-        which = documents[0].source if len(documents) == 1 else "none of the inputs"
-        raise GptlossError(f"{which}: nothing to score (no token has a preceding token or BOS to be predicted from)")
+        raise nothing_to_score(documents, dataset)
     fmt = fmt or (TokenFormat.table if html is None or output is not None else None)
     keep = html is not None or fmt in (TokenFormat.table, TokenFormat.heatmap, TokenFormat.json)
     collected: list[list[dict[str, Any]]] = [[] for _ in documents]

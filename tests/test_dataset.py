@@ -372,3 +372,75 @@ def test_tokens_header_names_the_dataset(model_dirs, tmp_path: Path) -> None:
     result = run("tokens", "--dataset", data, "-m", model_dirs["llama"], "-f", "jsonl", "--limit", 2)
     header = json.loads(result.stdout.splitlines()[0])
     assert header["input"]["dataset"] == str(data) and header["input"]["limit"] == 2
+
+
+def test_a_reply_found_in_its_header_is_not_confused_with_it(chat_model: Path, tmp_path: Path) -> None:
+    """The reply "a" also occurs in "<|im_start|>assistant": only the reply and its end marker are scored."""
+    chats = [[{"role": "user", "content": "Pick one"}, {"role": "assistant", "content": x}] for x in "ab"]
+    data = write_jsonl(tmp_path / "pick.jsonl", [{"messages": m} for m in chats])
+    result = run("tokens", "--dataset", data, "--messages-column", "messages", "-m", chat_model, "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    texts = ["".join(t["token"] for t in d["tokens"]) for d in json.loads(result.stdout)["documents"]]
+    assert texts == ["a<|im_end|>", "b<|im_end|>"]
+
+
+def test_a_chat_the_template_refuses_is_a_bad_record(chat_model: Path, tmp_path: Path) -> None:
+    strict = CHATML.replace(
+        "{% for message in messages %}",
+        "{% for message in messages %}{% if loop.index0 > 0 and message['role'] == messages[loop.index0 - 1]['role'] %}"
+        "{{ raise_exception('roles must alternate') }}{% endif %}",
+    )
+    template = tmp_path / "strict.jinja"
+    template.write_text(strict, encoding="utf-8")
+    bad = [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
+    data = write_jsonl(tmp_path / "c.jsonl", [{"messages": CHATS[1]}, {"messages": bad}])
+    args = ("score", "--dataset", data, "--messages-column", "messages", "--chat-template", template, "-m", chat_model)
+    result = run(*args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "c.jsonl:2:" in result.stderr and "roles must alternate" in result.stderr
+    result = run(*args, "--skip-bad-records", "-f", "json")
+    assert result.exit_code == 0 and "skipped 1 chat" in result.stderr
+    assert [d["source"] for d in json.loads(result.stdout)["documents"]] == ["c.jsonl:1"]
+
+
+def test_more_bad_input_is_one_line(model_dirs, tmp_path: Path) -> None:
+    model = ("-m", model_dirs["llama"])
+    (tmp_path / "s.jsonl").write_text('{"text": "ok"}\n{"text": "caf\\udce9"}\n', encoding="utf-8")
+    result = run("score", "--dataset", tmp_path / "s.jsonl", *model)
+    assert result.exit_code == 1 and "s.jsonl:2: column 'text' holds a lone surrogate" in result.stderr
+    assert (
+        "skipped 1 bad record" in run("score", "--dataset", tmp_path / "s.jsonl", *model, "--skip-bad-records").stderr
+    )
+    write_jsonl(tmp_path / "m.jsonl", [{"body": "no text"}, {"text": "The cat sat on the mat."}])
+    result = run("score", "--dataset", tmp_path / "m.jsonl", *model, "--skip-bad-records", "-f", "json")
+    assert result.exit_code == 0 and [d["source"] for d in json.loads(result.stdout)["documents"]] == ["m.jsonl:2"]
+    write_jsonl(tmp_path / "sp.jsonl", [{"text": "abc", "spans": [[0, 99]]}, {"text": "The cat.", "spans": [[4, 7]]}])
+    result = run("score", "--dataset", tmp_path / "sp.jsonl", "--span-column", "spans", *model, "--skip-bad-records")
+    assert result.exit_code == 0 and "span [0, 99] is not [start, end]" in result.stderr  # not eaten as markup
+    write_jsonl(tmp_path / "e.jsonl", [{"prompt": "The cat sat.", "completion": ""}])
+    result = run("score", "--dataset", tmp_path / "e.jsonl", "--prompt-column", "prompt", "--completion-column",
+                 "completion", *model)  # fmt: skip
+    assert result.exit_code == 1 and "no record has a token in the completion" in result.stderr
+    (tmp_path / "t.tsv").write_text("text\tn\nhello, world and more\t1\n", encoding="utf-8")
+    result = run("score", "--dataset", tmp_path / "t.tsv", *model, "-f", "json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["total"]["bytes"] == len("hello, world and more")
+    (tmp_path / "l.csv").write_bytes("text\ncafé au lait\n".encode("latin-1"))
+    result = run("score", "--dataset", tmp_path / "l.csv", *model)
+    assert result.exit_code == 1 and "can't decode byte 0xe9" in result.stderr and result.stderr.count("\n") == 1
+    result = run("score", "--dataset", tmp_path / "l.csv", *model, "--encoding", "latin-1", "-f", "json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["total"]["bytes"] == len("café au lait".encode())
+
+
+def test_resume_refuses_other_documents_and_broken_lines(model_dirs, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": p + c} for p, c in PAIRS])
+    out = tmp_path / "run.jsonl"
+    common = ("score", "--dataset", data, "-m", model_dirs["llama"], "-o", out)
+    assert run(*common).exit_code == 0
+    write_jsonl(data, [{"text": p + c + "!"} for p, c in PAIRS])  # the same records, edited
+    result = run(*common, "--resume")
+    assert result.exit_code == 1 and "written from other documents" in result.stderr
+    write_jsonl(data, [{"text": p + c} for p, c in PAIRS])
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join([lines[0], '{"index": 0, "source": "d.jsonl:1"}', *lines[2:]]) + "\n")
+    result = run(*common, "--resume")
+    assert result.exit_code == 1 and "line 2: not a run record" in result.stderr and "Traceback" not in result.stderr

@@ -218,3 +218,8 @@ def test_text_table_and_nothing_to_score(model_dirs) -> None:
     result = run("--text", "", "--model", model_dirs["llama"])
     assert result.exit_code == 1 and "nothing to score" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_huge_target_weights_are_one_line() -> None:
+    result = CliRunner().invoke(app, ["explain", "--probs", "0.5,0.5", "--target", "1e308,1e308"])
+    assert result.exit_code == 1 and "too large" in result.stderr and "Traceback" not in result.stderr
