@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import GptlossError
+from .errors import GptlossError, first_line
 from .inputs import Document, Span
 
 if TYPE_CHECKING:
@@ -46,8 +46,7 @@ class ChatTemplate:
                 **self.special_tokens,
             )
         except Exception as exc:  # Jinja's errors (syntax, raise_exception in the template) have no common base
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise GptlossError(f"the chat template of {self.name} failed: {first}") from exc
+            raise GptlossError(f"the chat template of {self.name} failed: {first_line(exc)}") from exc
         return str(rendered[0])
 
 

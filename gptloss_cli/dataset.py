@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import GptlossError
+from .errors import GptlossError, first_line
 from .inputs import Document, Span
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -269,7 +269,7 @@ def _dataset_rows(
             "give a local file or folder"
         ) from exc
     except Exception as exc:  # datasets raises many types (FileNotFoundError, ValueError, DatasetNotFoundError...)
-        first = _first_line(exc)
+        first = first_line(exc, root=True)
         if not online:
             first += " (the Hugging Face hub cannot be reached: only cached datasets load)"
         raise GptlossError(f"dataset {options.name}: {first}") from exc
@@ -280,18 +280,9 @@ def _dataset_rows(
         except StopIteration:
             return
         except Exception as exc:  # a parse error found while reading on
-            raise GptlossError(f"dataset {options.name}: after record {i}: {_first_line(exc)}") from exc
+            raise GptlossError(f"dataset {options.name}: after record {i}: {first_line(exc, root=True)}") from exc
         yield f"{label}[{i}]", row
         i += 1
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of what went wrong, from the root cause (datasets wraps parser errors in
-    "An error occurred while generating the dataset")."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -16,3 +16,12 @@ class GptlossError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def first_line(exc: BaseException, root: bool = False) -> str:
+    """The first line of an exception's message (its type's name when it has none), for a one-line
+    error. root: of the innermost cause (libraries that wrap a parser's error in a generic one)."""
+    while root and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import GptlossError
+from .errors import GptlossError, first_line
 
 ConvertProgress = Callable[[str], None]
 MARKER = "gptloss.json"  # written last: a directory without it is not a finished conversion
@@ -95,7 +95,7 @@ def _convert(path: Path, out: Path, notify: ConvertProgress) -> int | None:
         notify(f"converting {path.name} (once; the result is cached): dequantising weights")
         quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise GptlossError(f"{path}: cannot read this GGUF file ({str(exc).splitlines()[0]})") from exc
+        raise GptlossError(f"{path}: cannot read this GGUF file ({first_line(exc)})") from exc
     notify(f"converting {path.name} (once; the result is cached): writing safetensors")
     config = quantized.config
     if hasattr(config, "quantization_config"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import GptlossError
+from .errors import GptlossError, first_line
 from .gguf_cache import ConvertProgress, cached_conversion, conversion_record, file_sha256
 from .tokenizer import Tokenizer
 
@@ -214,7 +214,7 @@ def _from_pretrained(
             tokenizer = Tokenizer.from_hf(AutoTokenizer.from_pretrained(source, **kwargs))
         model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as exc:
-        raise GptlossError(f"{spec}: cannot load the model ({_first_line(exc)})") from exc
+        raise GptlossError(f"{spec}: cannot load the model ({first_line(exc)})") from exc
     return model, tokenizer, getattr(config, "_commit_hash", None)
 
 
@@ -247,8 +247,3 @@ def _require_hub(spec: str) -> None:
 
 def _has_remote_causal_lm(config: Any) -> bool:
     return "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
