@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .console import emit, load, progress, warn, write_atomic
+from .console import emit, load, progress, write_atomic
 from .dataset import DatasetOptions
 from .errors import GptlossError
 from .inputs import DecodeErrors
@@ -75,7 +75,7 @@ def compare(
 
     Both models score the same text: a chat (--messages-column) is rendered with model A's template.
     """
-    from .sources import documents_for, read_inputs
+    from .sources import documents_for, read_inputs, warn_empty
 
     items = read_inputs(paths, encoding, errors, dataset)
     if html is not None and not html.parent.is_dir():
@@ -94,11 +94,7 @@ def compare(
     data = result.to_dict()
     if data["paired"]["n"] == 0:
         raise GptlossError("nothing to compare: no token (or word) was scored by both models")
-    empty = [doc["source"] for doc in data["documents"] if doc["paired"]["n"] == 0]
-    if len(empty) > 3:
-        warn(f"{len(empty)} documents have nothing to compare (0 paired units), such as {empty[0]}")
-    for source in empty if len(empty) <= 3 else []:
-        warn(f"{source}: nothing to compare (0 tokens)")
+    warn_empty([d["source"] for d in data["documents"] if d["paired"]["n"] == 0], "nothing to compare (0 paired units)")
     if fmt is Format.json:
         from .render import to_json
 

@@ -62,11 +62,16 @@ def documents_for(
 def warn_unscored(documents: Sequence[Document], totals: Sequence[Totals | None]) -> None:
     """A warning for each document with nothing scored, or one line when there are many."""
     empty = [d.source for d, t in zip(documents, totals, strict=True) if t is None or t.tokens_scored == 0]
-    if len(empty) > 3:
-        warn(f"{len(empty)} documents have nothing to score (0 tokens), such as {empty[0]}")
+    warn_empty(empty, "nothing to score (0 tokens)")
+
+
+def warn_empty(sources: Sequence[str], what: str) -> None:
+    """`source: what` for each source, or one line when there are more than three."""
+    if len(sources) > 3:
+        warn(f"{len(sources)} documents have {what}, such as {sources[0]}")
         return
-    for source in empty:
-        warn(f"{source}: nothing to score (0 tokens)")
+    for source in sources:
+        warn(f"{source}: {what}")
 
 
 def nothing_to_score(documents: Sequence[Document], dataset: DatasetOptions | None) -> GptlossError:
