@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import __version__
-from .engine import DocumentLosses, Plan, Progress, Scorer, WindowSettings, make_plan
+from .engine import DocumentLosses, Plan, Progress, Scorer, WindowSettings, make_plan, tokens_to_score
 from .inputs import Document
 from .models import DEFAULT_MODEL, Device, Dtype, LoadedModel, ModelInfo, load_model
 from .stats import Totals, bootstrap_ci95, macro_mean_perplexity, scored_text_extent
@@ -89,8 +89,7 @@ class ScoreRun:
         self.tokenized = [tokenize(loaded.tokenizer, doc) for doc in self.documents]
 
     def tokens_to_score(self, skip: frozenset[int] = frozenset()) -> int:
-        has_bos = self.plan.bos_token_id is not None
-        return sum(t.n_to_score(has_bos) for i, t in enumerate(self.tokenized) if i not in skip)
+        return tokens_to_score(self.tokenized, self.plan, skip)
 
     def scores(
         self, progress: Progress | None = None, skip: frozenset[int] = frozenset(), keep_losses: bool = True

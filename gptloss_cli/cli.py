@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import replace
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -33,6 +33,7 @@ from .options import (
     MaxLengthOpt,
     ModelOpt,
     OutputOpt,
+    PathsArg,
     ResumeOpt,
     ScoreFormat,
     ScoreFormatOpt,
@@ -73,10 +74,7 @@ def _root(
 @handles_errors
 @dataset_options
 def score(
-    paths: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="Text files to score; - reads standard input.", show_default=False),
-    ] = None,
+    paths: PathsArg = None,
     model: ModelOpt = DEFAULT_MODEL,
     fmt: ScoreFormatOpt = None,
     max_length: MaxLengthOpt = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group, RenderableType
@@ -25,6 +25,7 @@ from .options import (
     HtmlOpt,
     MaxLengthOpt,
     OutputOpt,
+    PathsArg,
     SeedOpt,
     StrideOpt,
     TrustOpt,
@@ -45,10 +46,7 @@ CompareBootstrapOpt = Annotated[
 def compare(
     model_a: Annotated[str, typer.Argument(help="Model A (the reference): any --model spec of score.")],
     model_b: Annotated[str, typer.Argument(help="Model B: compared against A (deltas are B - A).")],
-    paths: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="Text files; - reads standard input.", show_default=False),
-    ] = None,
+    paths: PathsArg = None,
     fmt: FormatOpt = Format.table,
     dtype_a: DtypeAOpt = Dtype.auto,
     dtype_b: DtypeBOpt = Dtype.auto,

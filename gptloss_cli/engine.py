@@ -223,6 +223,12 @@ class Scorer:
         return Head(self.model(**inputs).logits[rows, cols], None)  # (M, V): models whose head we cannot split off
 
 
+def tokens_to_score(docs: list[TokenizedDocument], plan: Plan, skip: frozenset[int] = frozenset()) -> int:
+    """How many tokens the documents not in `skip` will get a loss for (the progress bar's total)."""
+    has_bos = plan.bos_token_id is not None
+    return sum(doc.n_to_score(has_bos) for i, doc in enumerate(docs) if i not in skip)
+
+
 def all_windows(docs: list[TokenizedDocument], plan: Plan, in_order: bool) -> list[Window]:
     """Every window that scores a token, of every document: in document order, or longest first
     (similar lengths share a batch). A window whose tokens the loss mask leaves all out is skipped."""

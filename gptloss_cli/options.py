@@ -33,6 +33,10 @@ def score_format(output: Path | None) -> ScoreFormat:
     return {".jsonl": ScoreFormat.jsonl, ".json": ScoreFormat.json}.get(suffix, ScoreFormat.table)
 
 
+PathsArg = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Argument(help="Text files to score; - reads standard input.", show_default=False),
+]
 ModelOpt = Annotated[
     str,
     typer.Option(

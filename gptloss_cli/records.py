@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import Scorer, WindowLosses, WindowSettings, make_plan
+from .engine import Scorer, WindowLosses, WindowSettings, make_plan, tokens_to_score
 from .inputs import Document
 from .models import LoadedModel
 from .stats import LN2, WORD, Totals, scored_text_extent
@@ -160,8 +160,7 @@ class TokenRun:
         self.totals: list[Totals | None] = [None] * len(self.documents)
 
     def tokens_to_score(self) -> int:
-        has_bos = self.plan.bos_token_id is not None
-        return sum(t.n_to_score(has_bos) for t in self.tokenized)
+        return tokens_to_score(self.tokenized, self.plan)
 
     def header(self) -> dict[str, Any]:
         from .api import settings_dict

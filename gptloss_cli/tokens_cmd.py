@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
 from rich.text import Text
@@ -27,6 +26,7 @@ from .options import (
     MaxLengthOpt,
     ModelOpt,
     OutputOpt,
+    PathsArg,
     StrideOpt,
     TokenFormat,
     TokenFormatOpt,
@@ -41,10 +41,7 @@ from .windows import BosPolicy
 
 @dataset_options
 def tokens(
-    paths: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="Text files to score; - reads standard input.", show_default=False),
-    ] = None,
+    paths: PathsArg = None,
     model: ModelOpt = DEFAULT_MODEL,
     fmt: TokenFormatOpt = None,
     top_k: TopKOpt = 5,
