@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from . import __version__
@@ -44,6 +45,12 @@ class ScoreResult:
     def total_dict(self) -> dict[str, Any]:
         """The corpus totals (micro: every token weighs the same), the macro mean of the documents'
         perplexities, and the bootstrap interval when asked for."""
+        return dict(self._total)
+
+    @cached_property
+    def _total(self) -> dict[str, Any]:
+        """total_dict, computed once: the table and the run file's last line both show it, and a
+        bootstrap over many documents takes a while."""
         parts = [d.totals for d in self.documents]
         out = {**self.total.to_dict(), "documents": len(parts), "macro_mean_perplexity": macro_mean_perplexity(parts)}
         if self.bootstrap:
