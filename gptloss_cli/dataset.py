@@ -107,7 +107,6 @@ class BadRecord(Exception):
 
 @dataclass
 class DatasetInput:
-    options: DatasetOptions
     items: list[Document | ChatRecord]
     skipped: int = 0
     first_problem: str | None = None
@@ -125,7 +124,7 @@ def read_dataset(options: DatasetOptions, encoding: str = "utf-8", errors: str =
         rows = _jsonl_rows(path, encoding, errors)
     else:
         rows = _dataset_rows(options, path, encoding, errors)
-    found = DatasetInput(options, [])
+    found = DatasetInput([])
     wanted = options.columns
     first, unknown = True, ""
     for where, row in rows:

@@ -45,7 +45,6 @@ class RunWriter:
     """Lines appended to a run file (or written to stdout), each in one write."""
 
     def __init__(self, path: Path | None, append: bool) -> None:
-        self.path = path
         self._fd: int | None = None
         self._stream: IO[str] | None = None
         if path is None:
