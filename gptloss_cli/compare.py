@@ -87,7 +87,6 @@ class DocumentPair:
 
     source: str
     text: str
-    token_nll: tuple[np.ndarray, np.ndarray]  # each model's per-token NLL, for its totals
     totals_a: Totals
     totals_b: Totals
     spans: np.ndarray  # (n, 2)
@@ -133,10 +132,8 @@ class CompareResult:
         return "token" if self.same_vocabulary else "word"
 
     def totals(self, side: str) -> Totals:
-        which = 0 if side == "a" else 1
-        docs = [(d.token_nll[which], d.totals_a if side == "a" else d.totals_b) for d in self.documents]
-        nll = np.concatenate([n for n, _ in docs]) if docs else np.zeros(0)
-        return Totals.from_nll(nll, sum(t.bytes for _, t in docs), sum(t.words for _, t in docs))
+        """One model's corpus totals: its documents' combined, as score does."""
+        return Totals.combine([d.totals_a if side == "a" else d.totals_b for d in self.documents])
 
     def _all(self, name: str) -> np.ndarray:
         arrays = [getattr(d, name) for d in self.documents]
@@ -251,7 +248,6 @@ def _same_vocabulary(
             DocumentPair(
                 doc.document.source,
                 doc.document.text,
-                (nll_a, nll_b),
                 totals_a,
                 totals_b,
                 spans,
@@ -300,7 +296,6 @@ def _cross_vocabulary(
             DocumentPair(
                 la.tokens.document.source,
                 la.tokens.document.text,
-                (la.nll, lb.nll),
                 _totals(la.tokens, la.positions, la.nll),
                 _totals(lb.tokens, lb.positions, lb.nll),
                 spans,
