@@ -13,9 +13,10 @@ run: $(STAMP)  ## score sample_texts/ with the bundled default model
 test: lint  ## lint, type-check and run the tests
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, mypy, and the import contract between the package's layers
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 setup: $(STAMP)
 

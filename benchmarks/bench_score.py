@@ -50,7 +50,7 @@ def child_recipe(args: argparse.Namespace) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gptloss_cli.models import locate
+    from gptloss_cli.models.loader import locate
 
     source = locate(args.model, None)[0]  # the converted copy of the bundled GGUF, found without loading it
     t0 = time.perf_counter()
@@ -79,10 +79,11 @@ def child_recipe(args: argparse.Namespace) -> dict:
 
 
 def child_gptloss(args: argparse.Namespace) -> dict:
-    from gptloss_cli.api import score_documents
-    from gptloss_cli.engine import WindowSettings
-    from gptloss_cli.inputs import Document
-    from gptloss_cli.models import Device, Dtype, load_model
+    from gptloss_cli.core.plan import WindowSettings
+    from gptloss_cli.inputs.document import Document
+    from gptloss_cli.models.loader import load_model
+    from gptloss_cli.models.spec import Device, Dtype
+    from gptloss_cli.tasks.score import score_documents
 
     t0 = time.perf_counter()
     lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype))
@@ -103,10 +104,11 @@ def child_gptloss(args: argparse.Namespace) -> dict:
 
 def child_tokens(args: argparse.Namespace) -> dict:
     """`gptloss tokens` without the output: records (rank, entropy, top-5) for every token, streamed."""
-    from gptloss_cli.engine import WindowSettings
-    from gptloss_cli.inputs import Document
-    from gptloss_cli.models import Device, Dtype, load_model
-    from gptloss_cli.records import TokenRun
+    from gptloss_cli.core.plan import WindowSettings
+    from gptloss_cli.inputs.document import Document
+    from gptloss_cli.models.loader import load_model
+    from gptloss_cli.models.spec import Device, Dtype
+    from gptloss_cli.tasks.tokens import TokenRun
 
     t0 = time.perf_counter()
     lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype))
@@ -114,7 +116,7 @@ def child_tokens(args: argparse.Namespace) -> dict:
     doc = Document(Path(args.text).read_text(encoding="utf-8"), "bench")
     t0 = time.perf_counter()
     run = TokenRun(lm, [doc], WindowSettings(max_length=args.max_length, batch_size=args.batch_size), top_k=5)
-    nll_sum = sum(r["nll"] for _, records in run.chunks() for r in records)
+    nll_sum = sum(r.nll for _, records in run.chunks() for r in records)
     seconds = time.perf_counter() - t0
     tokens = run.totals[0].tokens_scored if run.totals[0] else 0
     return {"tokens": tokens, "seconds": seconds, "load_seconds": load, "nll_sum": nll_sum, **memory(args.device)}
@@ -191,7 +193,8 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    from gptloss_cli.models import Device, load_model
+    from gptloss_cli.models.loader import load_model
+    from gptloss_cli.models.spec import Device
 
     if args.random_weights:
         args.model = random_weights(args.model)

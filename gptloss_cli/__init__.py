@@ -1,5 +1,14 @@
 """gptloss: score text with causal language models (per-token cross-entropy, perplexity, bits per byte).
 
+The package is layered, each folder one step of the flow (checked by an import contract, `make lint`):
+
+    inputs/   files, standard input, datasets and chats -> Documents
+    models/   model specs -> a loaded model and tokenizer (bundled models, GGUF cache, hub)
+    core/     pure torch/numpy: windows, batches, the engine loop, LM-head losses, totals
+    tasks/    the library's entry points (score, tokens, compare, explain, run files) -> typed results
+    render/   results -> tables, JSON, heatmaps, HTML (renderables and strings; nothing prints)
+    cli/      the Typer app, option groups and the console: the only code that prints or exits
+
 Names are imported lazily, so `import gptloss_cli` (and `gptloss --help`) does not pay for torch.
 """
 
@@ -8,34 +17,46 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _EXPORTS = {
-    "BosPolicy": "windows",
-    "Device": "models",
-    "Document": "inputs",
-    "DocumentScore": "api",
-    "Dtype": "models",
+    "BosPolicy": "core.windows",
+    "CompareResult": "tasks.compare_result",
+    "DatasetOptions": "inputs.dataset",
+    "Device": "models.spec",
+    "Document": "inputs.document",
+    "DocumentScore": "tasks.score",
+    "Dtype": "models.spec",
     "GptlossError": "errors",
-    "LoadedModel": "models",
-    "ModelInfo": "models",
-    "ScoreResult": "api",
-    "Totals": "stats",
-    "WindowSettings": "engine",
-    "load_model": "models",
-    "score_documents": "api",
-    "score_texts": "api",
+    "LoadedModel": "models.spec",
+    "ModelInfo": "models.spec",
+    "ScoreResult": "tasks.score",
+    "TokenRecord": "tasks.tokens",
+    "TokenRun": "tasks.tokens",
+    "Totals": "core.totals",
+    "WindowSettings": "core.plan",
+    "WordRecord": "tasks.tokens",
+    "compare_documents": "tasks.compare",
+    "load_model": "models.loader",
+    "read_dataset": "inputs.dataset",
+    "score_documents": "tasks.score",
+    "score_texts": "tasks.score",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
-    from .api import DocumentScore, ScoreResult, score_documents, score_texts
-    from .engine import WindowSettings
+    from .core.plan import WindowSettings
+    from .core.totals import Totals
+    from .core.windows import BosPolicy
     from .errors import GptlossError
-    from .inputs import Document
-    from .models import Device, Dtype, LoadedModel, ModelInfo, load_model
-    from .stats import Totals
-    from .windows import BosPolicy
+    from .inputs.dataset import DatasetOptions, read_dataset
+    from .inputs.document import Document
+    from .models.loader import load_model
+    from .models.spec import Device, Dtype, LoadedModel, ModelInfo
+    from .tasks.compare import compare_documents
+    from .tasks.compare_result import CompareResult
+    from .tasks.score import DocumentScore, ScoreResult, score_documents, score_texts
+    from .tasks.tokens import TokenRecord, TokenRun, WordRecord
 
 
 def __getattr__(name: str) -> Any:

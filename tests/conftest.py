@@ -1,11 +1,60 @@
-"""Tiny seeded models built from configs, with a small byte-level BPE tokenizer trained offline."""
+"""What the tests share: tiny seeded models built from configs (with a small byte-level BPE tokenizer
+trained offline), the CLI runner, the one-line-error check, the model's own `labels=` loss, and the
+comparison of totals from runs whose batches differ."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
+runner = CliRunner()
+# Runs whose batches differ (other batch sizes, a streamed and a prepared dataset) reduce in another order:
+# on CPUs with AVX-512 their sums differ in the last bits. Such runs are compared to this relative tolerance;
+# runs whose batches are the same by construction (a resume) are compared to the bit.
+BATCH_RTOL = 1e-6
+
+
+def run(*args: object) -> Any:
+    """The gptloss app on these arguments, in-process; .exit_code, .stdout and .stderr."""
+    from gptloss_cli.cli import app
+
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result: Any, *fragments: str) -> None:
+    """A failed run that says why in one line on stderr (holding each fragment) and prints nothing else."""
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gptloss: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def labels_loss_sum(model: Any, ids: list[int]) -> tuple[float, int]:
+    """transformers' own mean loss over the shifted labels (`labels=`), times their count."""
+    input_ids = torch.tensor([ids])
+    with torch.inference_mode():
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+    return float(loss) * (len(ids) - 1), len(ids) - 1
+
+
+def assert_totals_close(got: dict[str, Any], expected: dict[str, Any], rel: float = BATCH_RTOL) -> None:
+    """Two result dicts (a document or a total) equal in every key: counts and names exactly, floats to `rel`."""
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, float):
+            assert math.isclose(got[key], value, rel_tol=rel), (key, got[key], value)
+        elif isinstance(value, list) and value and isinstance(value[0], float):
+            assert got[key] == pytest.approx(value, rel=rel), key
+        else:
+            assert got[key] == value, key
 
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 CORPUS = [
@@ -96,6 +145,6 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def loaded(model_dirs: dict[str, Path]):
     """Every tiny model loaded once through gptloss's own loader."""
-    from gptloss_cli.models import load_model
+    from gptloss_cli.models.loader import load_model
 
     return {name: load_model(str(path)) for name, path in model_dirs.items()}

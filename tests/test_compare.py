@@ -11,19 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_model_dir
-from typer.testing import CliRunner
+from conftest import build_model_dir, run
 
-from gptloss_cli.api import score_documents
-from gptloss_cli.cli import app
-from gptloss_cli.compare import compare_documents
-from gptloss_cli.engine import WindowSettings
-from gptloss_cli.inputs import Document
-from gptloss_cli.loss import Head, LinearHead
-from gptloss_cli.pairloss import pair_stats
-from gptloss_cli.windows import tokenize
+from gptloss_cli.core.lmhead import Head, LinearHead
+from gptloss_cli.core.pairloss import pair_stats
+from gptloss_cli.core.plan import WindowSettings
+from gptloss_cli.core.windows import tokenize
+from gptloss_cli.inputs.document import Document
+from gptloss_cli.tasks.compare import compare_documents
+from gptloss_cli.tasks.score import score_documents
 
-runner = CliRunner()
 TEXTS = [
     "The cat sat on the mat, and then the dog sat on the log.",
     "Zählt die Wörter: naïve café, 7 Birnen.\n\n  Perplexity is the exponential of the mean NLL.",
@@ -37,7 +34,7 @@ def docs() -> list[Document]:
 @pytest.fixture(scope="module")
 def other_tokenizer_model(tmp_path_factory: pytest.TempPathFactory):
     """A tiny Llama whose tokenizer has a different vocabulary."""
-    from gptloss_cli.models import load_model
+    from gptloss_cli.models.loader import load_model
 
     path = build_model_dir(tmp_path_factory.mktemp("other"), "llama", seed=3, vocab_size=290)
     return load_model(str(path))
@@ -134,7 +131,7 @@ def test_cli_json_table_and_html(model_dirs, tmp_path: Path) -> None:
     path.write_text('The cat <script>alert("x")</script> & "dog".', encoding="utf-8")
     report = tmp_path / "c.html"
     args = ["compare", str(model_dirs["gpt2"]), str(model_dirs["llama"]), str(path)]
-    result = runner.invoke(app, [*args, "--format", "json", "--html", str(report)])
+    result = run(*args, "--format", "json", "--html", report)
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     data = json.loads(result.stdout)
@@ -145,12 +142,12 @@ def test_cli_json_table_and_html(model_dirs, tmp_path: Path) -> None:
     page = report.read_text(encoding="utf-8")
     assert "<script" not in page
     assert path.read_text(encoding="utf-8") in html.unescape(re.sub(r"<[^>]+>", "", page))  # intact, as text
-    result = runner.invoke(app, args)
+    result = run(*args)
     assert result.exit_code == 0, result.stderr
     assert "KL(A‖B)" in result.stdout and "largest |Δ NLL|" in result.stdout
     empty = tmp_path / "e.txt"
     empty.write_text("", encoding="utf-8")
-    result = runner.invoke(app, ["compare", str(model_dirs["gpt2"]), str(model_dirs["llama"]), str(empty)])
+    result = run("compare", model_dirs["gpt2"], model_dirs["llama"], empty)
     assert result.exit_code == 1 and "nothing to compare" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

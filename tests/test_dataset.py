@@ -9,13 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_tokenizer, tiny_config
-from typer.testing import CliRunner
+from conftest import assert_totals_close, build_tokenizer, run, tiny_config
 
-from gptloss_cli.cli import app
-from gptloss_cli.stats import Totals, bootstrap_ci95
+from gptloss_cli.core.totals import Totals, bootstrap_ci95
 
-runner = CliRunner()
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
@@ -36,10 +33,6 @@ CHATS = [
     ],
     [{"role": "user", "content": "The cat sat on"}, {"role": "assistant", "content": "the mat."}],
 ]
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -226,9 +219,9 @@ def test_errors_are_one_line(model_dirs, tmp_path: Path) -> None:
 
 
 def test_hub_dataset_offline_is_one_line(model_dirs, monkeypatch) -> None:
-    from gptloss_cli import dataset
+    from gptloss_cli.inputs import dataset
 
-    monkeypatch.setattr(dataset, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(dataset, "hub_reachable", lambda: False)
     result = run("score", "--dataset", "someone/no-such-dataset", "-m", model_dirs["llama"])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert "someone/no-such-dataset" in result.stderr and "hub cannot be reached" in result.stderr
@@ -253,7 +246,8 @@ def test_csv_and_parquet_through_datasets(model_dirs, tmp_path: Path) -> None:
         "-m", model_dirs["llama"], "-f", "json",
     )  # fmt: skip
     assert streamed.exit_code == 0, streamed.stderr
-    assert json.loads(streamed.stdout)["documents"] == out[".parquet"][:3]
+    for got, expected in zip(json.loads(streamed.stdout)["documents"], out[".parquet"][:3], strict=True):
+        assert_totals_close(got, expected)  # 3 streamed records batch otherwise than 4 prepared ones
     assert [d["source"] for d in out[".parquet"]] == [f"d.parquet[{i}]" for i in range(4)]
     assert [d["nll_sum"] for d in out[".parquet"]] == pytest.approx([d["nll_sum"] for d in out[".jsonl"]], rel=1e-9)
     assert len(out[".csv"]) == 3
@@ -297,7 +291,7 @@ def test_bootstrap_in_score_json(model_dirs, tmp_path: Path) -> None:
 
 
 def test_resume_after_a_stopped_run_gives_the_same_totals(model_dirs, tmp_path: Path, monkeypatch) -> None:
-    from gptloss_cli import api
+    from gptloss_cli.tasks import score as api
 
     records = [{"text": (p + c) * (1 + i % 3)} for i, (p, c) in enumerate(PAIRS * 3)]
     data = write_jsonl(tmp_path / "d.jsonl", records)
@@ -339,7 +333,7 @@ def test_resume_after_a_stopped_run_gives_the_same_totals(model_dirs, tmp_path: 
 
 
 def test_compare_on_a_dataset_with_a_bootstrap_of_the_ratio(model_dirs, tmp_path: Path) -> None:
-    from gptloss_cli.stats import bootstrap_exp_ci95
+    from gptloss_cli.core.totals import bootstrap_exp_ci95
 
     records = [{"prompt": p, "completion": c} for p, c in PAIRS * 2]
     data = write_jsonl(tmp_path / "pc.jsonl", records)

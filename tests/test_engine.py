@@ -8,13 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import ARCHS
+from conftest import ARCHS, labels_loss_sum
 
-from gptloss_cli.api import score_documents
-from gptloss_cli.engine import Scorer, WindowSettings, make_plan
-from gptloss_cli.heads import KNOWN_HEADS, head_matches, split_head
-from gptloss_cli.inputs import Document
-from gptloss_cli.windows import plan_windows, tokenize
+from gptloss_cli.core.heads import KNOWN_HEADS, ModelHead, head_matches, split_head
+from gptloss_cli.core.plan import WindowSettings, make_plan
+from gptloss_cli.core.windows import plan_windows, tokenize
+from gptloss_cli.inputs.document import Document
+from gptloss_cli.tasks.score import score_documents
 
 TEXTS = [
     "The cat sat on the mat, and then the dog sat on the log.",
@@ -23,14 +23,6 @@ TEXTS = [
     "x",
     "def plan(length, size, step):\n    return list(range(0, length, step))\n" * 2,
 ]
-
-
-def labels_loss_sum(model, ids: list[int]) -> tuple[float, int]:
-    """transformers' own loss (mean over shifted labels) times the number of labels."""
-    input_ids = torch.tensor([ids])
-    with torch.no_grad():
-        loss = model(input_ids=input_ids, labels=input_ids).loss
-    return float(loss) * (len(ids) - 1), len(ids) - 1
 
 
 @pytest.mark.parametrize("arch", [*ARCHS, "llama-nobos"])
@@ -102,7 +94,7 @@ def test_one_big_window_equals_no_windowing(loaded, arch: str) -> None:
 
 
 def test_zero_logits_give_exactly_log_vocab(model_dirs) -> None:
-    from gptloss_cli.models import load_model
+    from gptloss_cli.models.loader import load_model
 
     lm = load_model(str(model_dirs["llama"]))
     with torch.no_grad():
@@ -117,9 +109,9 @@ def test_known_heads_reproduce_model_logits(loaded, arch: str) -> None:
     """The split (body + head) path must equal the model's own logits for every listed type."""
     lm = loaded[arch]
     assert lm.model.config.model_type in KNOWN_HEADS
-    scorer = Scorer(lm)
-    assert scorer.split is not None
-    assert head_matches(lm.model, *scorer.split)
+    head = ModelHead(lm.model)
+    assert head.split is not None
+    assert head_matches(lm.model, *head.split)
 
 
 def test_other_known_head_types() -> None:
@@ -156,7 +148,8 @@ def test_plan_defaults_and_limits(loaded) -> None:
 
 @pytest.mark.parametrize(("max_length", "batch_size"), [(2048, 8), (1024, 8), (100, 1000), (9000, 3)])
 def test_batches_respect_the_token_budget(max_length: int, batch_size: int) -> None:
-    from gptloss_cli.engine import CPU_TOKEN_BUDGET, Plan, batches
+    from gptloss_cli.core.batches import CPU_TOKEN_BUDGET, batches
+    from gptloss_cli.core.plan import Plan
 
     windows = [w for d, n in enumerate([50_000, 3, 700]) for w in plan_windows(d, n, max_length, max_length, True)]
     windows.sort(key=lambda w: w.end - w.start, reverse=True)
@@ -172,7 +165,8 @@ def test_batches_respect_the_token_budget(max_length: int, batch_size: int) -> N
 
 def test_batches_of_many_lengths_stay_mostly_real_tokens() -> None:
     """Documents of 1..200 tokens, longest first, in batches of up to 64: at most 25% padding each."""
-    from gptloss_cli.engine import MAX_PADDING, Plan, batches
+    from gptloss_cli.core.batches import MAX_PADDING, batches
+    from gptloss_cli.core.plan import Plan
 
     rng = np.random.default_rng(0)
     windows = [w for d, n in enumerate(rng.integers(1, 200, size=300)) for w in plan_windows(d, int(n), 256, 256, True)]

@@ -8,16 +8,13 @@ import math
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import run as gptloss
 
-from gptloss_cli.cli import app
-
-runner = CliRunner()
 LN = math.log
 
 
 def run(*args: object):
-    return runner.invoke(app, ["explain", *(str(a) for a in args)])
+    return gptloss("explain", *args)
 
 
 def explained(*args: object) -> dict:
@@ -185,7 +182,7 @@ def test_text_positions_equal_tokens(model_dirs, tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     path.write_bytes(text.encode())
     model = model_dirs["llama"]
-    tokens = runner.invoke(app, ["tokens", str(path), "--model", str(model), "--format", "json"])
+    tokens = gptloss("tokens", path, "--model", model, "--format", "json")
     assert tokens.exit_code == 0, tokens.stderr
     expected = json.loads(tokens.stdout)["documents"][0]["tokens"]
     data = explained("--text", text, "--model", model)
@@ -221,5 +218,5 @@ def test_text_table_and_nothing_to_score(model_dirs) -> None:
 
 
 def test_huge_target_weights_are_one_line() -> None:
-    result = CliRunner().invoke(app, ["explain", "--probs", "0.5,0.5", "--target", "1e308,1e308"])
+    result = gptloss("explain", "--probs", "0.5,0.5", "--target", "1e308,1e308")
     assert result.exit_code == 1 and "too large" in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gptloss_cli.errors import GptlossError
-from gptloss_cli.inputs import DecodeErrors, read_documents
+from gptloss_cli.inputs.files import DecodeErrors, read_documents
 
 
 def test_reads_files_in_order(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from gptloss_cli.loss import LinearHead, head_nll, head_stats, logits_nll, nll_from_logits
+from gptloss_cli.core.lmhead import LinearHead
+from gptloss_cli.core.loss import head_nll, head_stats, logits_nll, nll_from_logits
 
 
 def test_matches_cross_entropy() -> None:
@@ -75,9 +76,9 @@ def test_blocked_head_zero_weights_give_exactly_log_vocab() -> None:
 
 
 def test_logits_nll_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gptloss_cli.loss as loss
+    import gptloss_cli.core.lmhead as lmhead
 
-    monkeypatch.setattr(loss, "LOGITS_CHUNK_BYTES", 4 * 40 * 3)  # 3 rows of 40 logits per chunk
+    monkeypatch.setattr(lmhead, "LOGITS_CHUNK_BYTES", 4 * 40 * 3)  # 3 rows of 40 logits per chunk
     torch.manual_seed(3)
     logits, targets = torch.randn(10, 40).bfloat16(), torch.randint(0, 40, (10,))
     assert torch.equal(logits_nll(logits, targets), nll_from_logits(logits, targets))

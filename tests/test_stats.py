@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from gptloss_cli.inputs import Document
-from gptloss_cli.stats import Totals, scored_text_extent
-from gptloss_cli.windows import TokenizedDocument
+from gptloss_cli.core.totals import Totals, scored_text_extent
+from gptloss_cli.core.windows import TokenizedDocument
+from gptloss_cli.inputs.document import Document
 
 
 def test_totals_formulas() -> None:

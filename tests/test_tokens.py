@@ -16,17 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ARCHS
-from typer.testing import CliRunner
+from conftest import ARCHS, run
 
-from gptloss_cli.cli import app
-from gptloss_cli.engine import WindowSettings
-from gptloss_cli.inputs import Document
-from gptloss_cli.records import TokenRun, word_records
-from gptloss_cli.tokenizer import Tokenizer, _decode_pieces
-from gptloss_cli.windows import plan_windows
+from gptloss_cli.core.plan import WindowSettings
+from gptloss_cli.core.windows import plan_windows
+from gptloss_cli.inputs.document import Document
+from gptloss_cli.models.tokenizer import Tokenizer, _decode_pieces
+from gptloss_cli.tasks.tokens import TokenRun, word_records
 
-runner = CliRunner()
 TOP_K = 5
 AWKWARD = (
     "Family: 👩\u200d👩\u200d👧 and 🧿; accents: e\u0301te\u0301 vs été; 中文字符; "
@@ -49,15 +46,11 @@ RECORD_KEYS = {
 }
 
 
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
 def collect(lm, docs: list[Document], settings: WindowSettings, top_k: int = TOP_K, unit: str = "token"):
     token_run = TokenRun(lm, docs, settings, top_k=top_k, unit=unit)
     out: list[list[dict]] = [[] for _ in docs]
     for doc, records in token_run.chunks():
-        out[doc].extend(records)
+        out[doc].extend(r.to_dict() for r in records)  # the JSON records: the typed ones, serialised
     return token_run, out
 
 
@@ -129,7 +122,7 @@ def test_words_sum_their_tokens(loaded) -> None:
 
 
 def test_in_order_streaming_equals_sorted_batches(loaded) -> None:
-    from gptloss_cli.api import score_documents
+    from gptloss_cli.tasks.score import score_documents
 
     lm = loaded["gemma3"]
     docs = [Document("short one", "a"), Document("a longer text, " * 12, "b"), Document("", "c")]
@@ -288,7 +281,7 @@ class _Walk(HTMLParser):
 
 
 def test_streamed_output_is_whole_or_absent(model_dirs, tmp_path: Path, monkeypatch) -> None:
-    from gptloss_cli import records
+    from gptloss_cli.tasks import tokens as records
 
     path = tmp_path / "t.txt"
     path.write_text("The cat sat on the mat. " * 8, encoding="utf-8")
@@ -316,8 +309,8 @@ def test_streamed_output_is_whole_or_absent(model_dirs, tmp_path: Path, monkeypa
 
 def test_byte_pieces_belong_to_their_own_word(loaded) -> None:
     """Tokens that share a character (byte pieces) count towards the word holding that character."""
-    from gptloss_cli.records import word_owner
-    from gptloss_cli.windows import tokenize
+    from gptloss_cli.core.windows import tokenize
+    from gptloss_cli.core.words import word_owner
 
     lm = loaded["gpt2"]
     doc = Document("😀 hi 中文 there é\n\nx🧿y end", "w")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gptloss_cli.core.windows import plan_windows
 from gptloss_cli.errors import GptlossError
-from gptloss_cli.windows import plan_windows
 
 
 @pytest.mark.parametrize("has_bos", [True, False])

@@ -1,0 +1,103 @@
+"""The `gptloss` app: the commands, and one place where every error becomes one line on stderr.
+
+Heavy imports (torch, transformers) happen inside the commands so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from .._version import __version__
+from ..errors import GptlossError
+from .compare import compare
+from .explain import explain
+from .models import models
+from .score import score
+from .tokens import tokens
+
+if TYPE_CHECKING:
+    from typer._click.core import Context as ClickContext  # typer vendors click
+
+
+class Commands(TyperGroup):
+    """Runs a command and translates what it raises, once for the whole app: a GptlossError (or any
+    unexpected error) becomes one line on stderr and exit 1; GPTLOSS_DEBUG=1 shows the traceback."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):  # exits, and usage errors (exit 2)
+            raise
+        except KeyboardInterrupt:
+            print("gptloss: interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("GPTLOSS_DEBUG"):
+                raise
+            if isinstance(exc, GptlossError):
+                message = str(exc)
+            else:
+                message = f"unexpected error: {type(exc).__name__}: {exc} (GPTLOSS_DEBUG=1 shows the traceback)"
+            print(f"gptloss: error: {message}", file=sys.stderr)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=Commands,
+    help="Score text with causal language models: per-token cross-entropy, perplexity, bits per byte.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"gptloss {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Score text with causal language models: per-token cross-entropy, perplexity, bits per byte."""
+
+
+def help_text(command: Callable[..., Any]) -> str:
+    """A command's docstring with each paragraph on one line, so the terminal wraps it, not the source."""
+    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+for _command in (score, tokens, compare, explain, models):
+    app.command(help=help_text(_command))(_command)
+
+
+def main() -> None:
+    """Run the app, then leave without tearing down torch and the model (saves a second or two)."""
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = code or 1
+    os._exit(code or 0)

@@ -1,0 +1,172 @@
+"""Every option declared once. Options that belong together (the model, the windows, the input) form a
+group that a command receives as one settings object, so commands take a few parameters, not twenty."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..core.plan import WindowSettings
+from ..core.totals import Bootstrap
+from ..core.windows import BosPolicy
+from ..models.spec import DEFAULT_MODEL, Device, Dtype, ModelRequest
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class ScoreFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+class TokenFormat(str, Enum):
+    table = "table"
+    heatmap = "heatmap"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class Unit(str, Enum):
+    token = "token"
+    word = "word"
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options declared once and given to a command as one object, built from their values by `build`."""
+
+    params: dict[str, Any]  # parameter name -> Annotated[type, typer.Option(...) or typer.Argument(...)]
+    build: Callable[..., Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def grouped(**groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command each group's options; it receives them as one object under the group's name."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        kept = [p for name, p in signature.parameters.items() if name not in groups]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=group.defaults.get(name), annotation=kind)
+            for group in groups.values()
+            for name, kind in group.params.items()
+        ]
+
+        def wrapper(**kwargs: Any) -> Any:
+            for key, group in groups.items():
+                kwargs[key] = group.build(**{name: kwargs.pop(name) for name in group.params})
+            return command(**kwargs)
+
+        for attribute in ("__name__", "__qualname__", "__doc__", "__module__"):
+            setattr(wrapper, attribute, getattr(command, attribute))
+        parameters = [*kept, *added]
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
+
+
+def _option(*names: str, panel: str | None = None, **kwargs: Any) -> Any:
+    return typer.Option(*names, rich_help_panel=panel, **kwargs)
+
+
+# The model: score, tokens and explain take one; compare takes two (see PAIR in cli/compare.py).
+MODEL_PANEL = "Model"
+ModelOpt = Annotated[
+    str,
+    _option(
+        "--model",
+        "-m",
+        panel=MODEL_PANEL,
+        help="Bundled alias (gemma-3-270m, smollm2-135m-instruct), a .gguf file, a model directory or a hub id.",
+    ),
+]
+DeviceOpt = Annotated[
+    Device, _option(panel=MODEL_PANEL, help="Where to run the model; auto: cuda, else mps, else cpu.")
+]
+DtypeOpt = Annotated[
+    Dtype, _option(panel=MODEL_PANEL, help="Weights and activations dtype; auto: float32 on CPU/MPS, bfloat16 on CUDA.")
+]
+TrustOpt = Annotated[
+    bool,
+    _option(
+        "--trust-remote-code", panel=MODEL_PANEL, help="Allow code shipped with a hub model to run (off by default)."
+    ),
+]
+MODEL = OptionGroup(
+    {"model": ModelOpt, "device": DeviceOpt, "dtype": DtypeOpt, "trust_remote_code": TrustOpt},
+    lambda model, device, dtype, trust_remote_code: ModelRequest(model, device, dtype, trust_remote_code),
+    {"model": DEFAULT_MODEL, "device": Device.auto, "dtype": Dtype.auto, "trust_remote_code": False},
+)
+
+# Windows: how long texts are cut, batched, and started.
+WINDOW_PANEL = "Windows"
+MaxLengthOpt = Annotated[
+    Optional[int],  # noqa: UP045  (typer reads the annotation at run time)
+    _option(
+        min=2, panel=WINDOW_PANEL, help="Tokens per window, BOS included (default: the model's context, at most 2048)."
+    ),
+]
+StrideOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    _option(
+        min=1,
+        panel=WINDOW_PANEL,
+        help="New tokens per window; the rest of the window is context (default: max-length).",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int,
+    _option(
+        min=1, panel=WINDOW_PANEL, help="Most windows per forward pass (fewer when they exceed 8,192 tokens on CPU)."
+    ),
+]
+BosOpt = Annotated[
+    BosPolicy,
+    _option(panel=WINDOW_PANEL, help="Start each window with the BOS token: auto = when the tokenizer has one."),
+]
+WINDOW = OptionGroup(
+    {"max_length": MaxLengthOpt, "stride": StrideOpt, "batch_size": BatchSizeOpt, "bos": BosOpt},
+    lambda max_length, stride, batch_size, bos: WindowSettings(max_length, stride, bos, batch_size),
+    {"batch_size": 8, "bos": BosPolicy.auto},
+)
+
+
+def bootstrap_group(what: str) -> OptionGroup:
+    """--bootstrap N and --seed, as a Bootstrap (None when N is 0)."""
+    return OptionGroup(
+        {
+            "bootstrap": Annotated[
+                int, typer.Option(min=0, help=f"Resample the documents N times for a 95% interval of {what}; 0 = off.")
+            ],
+            "seed": Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")],
+        },
+        lambda bootstrap, seed: Bootstrap(bootstrap, seed) if bootstrap else None,
+        {"bootstrap": 0, "seed": 0},
+    )
+
+
+OutputOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--output", "-o", dir_okay=False, help="Write the result to this file (atomically) instead of stdout."
+    ),
+]
+HtmlOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--html", dir_okay=False, help="Also write a self-contained HTML report to this file."),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table for people, json for programs.")]
+TopKOpt = Annotated[int, typer.Option(min=0, max=100, help="Most likely tokens listed with each token; 0 = none.")]

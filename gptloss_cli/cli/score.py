@@ -1,0 +1,85 @@
+"""`gptloss score`: perplexity, bits per byte and friends for each file or record, and in total."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..core.plan import WindowSettings
+from ..core.totals import Bootstrap
+from ..errors import GptlossError
+from ..inputs.document import documents_digest
+from ..inputs.read import InputSettings
+from ..models.spec import ModelRequest
+from .console import emit, progress
+from .inputs import INPUTS
+from .options import MODEL, WINDOW, OutputOpt, ScoreFormat, bootstrap_group, grouped
+from .prepare import prepare, warn_all
+
+ScoreFormatOpt = Annotated[
+    Optional[ScoreFormat],  # noqa: UP045
+    typer.Option(
+        "--format",
+        "-f",
+        help="table for people; json, or jsonl (a line per document as it is done) for programs. "
+        "Default: from the --output suffix (.json, .jsonl), else table.",
+        show_default=False,
+    ),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option(help="Carry on the run in --output (jsonl): skip the documents it already holds.")
+]
+
+
+def score_format(output: Path | None) -> ScoreFormat:
+    """The format an --output file's name asks for: .jsonl or .json, else a table."""
+    suffix = "" if output is None else output.suffix.lower()
+    return {".jsonl": ScoreFormat.jsonl, ".json": ScoreFormat.json}.get(suffix, ScoreFormat.table)
+
+
+@grouped(inputs=INPUTS, model=MODEL, window=WINDOW, bootstrap=bootstrap_group("the corpus PPL"))
+def score(
+    fmt: ScoreFormatOpt = None,
+    output: OutputOpt = None,
+    resume: ResumeOpt = False,
+    *,
+    inputs: InputSettings,
+    model: ModelRequest,
+    window: WindowSettings,
+    bootstrap: Bootstrap | None,
+) -> None:
+    """Perplexity, bits per byte and friends for each file (or dataset record) and in total.
+
+    Long texts are scored in windows of --max-length tokens that advance by --stride; every token is scored once.
+
+    With -f jsonl (the default for an --output ending in .jsonl) a line per document is written as soon as it
+    is done, and --resume carries on a stopped run.
+    """
+    fmt = fmt or score_format(output)
+    if resume and (output is None or fmt is not ScoreFormat.jsonl):
+        raise GptlossError("--resume needs --output FILE with -f jsonl (a .jsonl file)")
+    [loaded], documents = prepare(inputs, [model], window.bos)
+    from ..render.format import to_json
+    from ..render.score import score_table
+    from ..tasks.documents import unscored
+    from ..tasks.runfile import run_jsonl
+    from ..tasks.score import ScoreRun
+
+    run = ScoreRun(loaded, documents, window)
+    run.require_tokens(inputs.dataset)
+    described = {**inputs.describe(documents), "sha256": documents_digest(documents)}  # --resume checks it
+    with progress("scoring") as bar:
+        if fmt is ScoreFormat.jsonl:
+            result = run_jsonl(run, output or sys.stdout, resume, described, bootstrap, bar)
+        else:
+            result = run.run(bar, bootstrap, None if inputs.dataset is None else described)
+    warn_all(unscored(documents, [d.totals for d in result.documents]))
+    if fmt is ScoreFormat.json:
+        emit(to_json(result.to_dict()), output)
+    elif fmt is ScoreFormat.table:
+        emit(score_table(result), output)
+    elif output is not None:  # the lines went to the file: the table to the terminal
+        emit(score_table(result), None)

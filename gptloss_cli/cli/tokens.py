@@ -1,0 +1,107 @@
+"""`gptloss tokens`: per-token (or per-word) records as JSON, JSONL, CSV, a table, a heatmap or an HTML report."""
+
+from __future__ import annotations
+
+import csv
+from typing import IO, TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ..core.plan import WindowSettings
+from ..files import require_folder, write_atomic
+from ..inputs.read import InputSettings
+from ..models.spec import ModelRequest
+from .console import Bar, color_terminal, emit, note, open_output, progress
+from .inputs import INPUTS
+from .options import MODEL, WINDOW, HtmlOpt, OutputOpt, TokenFormat, TopKOpt, Unit, grouped
+from .prepare import prepare, warn_all
+
+if TYPE_CHECKING:
+    from ..tasks.tokens import AnyRecord, TokenRun
+
+TokenFormatOpt = Annotated[
+    Optional[TokenFormat],  # noqa: UP045
+    typer.Option(
+        "--format",
+        "-f",
+        help="table or heatmap for people; json, jsonl (streamed, one record per line) or csv for programs. "
+        "Default: table, or nothing on stdout when --html is given.",
+        show_default=False,
+    ),
+]
+UnitOpt = Annotated[Unit, typer.Option(help="token, or word: whitespace-separated words, NLL summed over tokens.")]
+
+
+@grouped(inputs=INPUTS, model=MODEL, window=WINDOW)
+def tokens(
+    fmt: TokenFormatOpt = None,
+    top_k: TopKOpt = 5,
+    unit: UnitOpt = Unit.token,
+    html: HtmlOpt = None,
+    output: OutputOpt = None,
+    *,
+    inputs: InputSettings,
+    model: ModelRequest,
+    window: WindowSettings,
+) -> None:
+    """Each token's log-probability, rank, entropy and the model's top choices; or each word's summed NLL.
+
+    Records give character offsets into the text (text\\[start:end] == token). jsonl and csv are written as the
+    windows are scored, so memory stays flat on long texts.
+    """
+    if html is not None:
+        require_folder(html)
+    [loaded], documents = prepare(inputs, [model], window.bos)
+    from ..render.html import render_report
+    from ..render.tokens import tokens_json, tokens_view
+    from ..tasks.documents import unscored
+    from ..tasks.tokens import TokenRun
+
+    described = None if inputs.dataset is None else inputs.dataset.describe()
+    run = TokenRun(loaded, documents, window, top_k=top_k, unit=unit.value, inputs=described)
+    run.require_tokens(inputs.dataset)
+    fmt = fmt or (TokenFormat.table if html is None or output is not None else None)
+    keep = html is not None or fmt in (TokenFormat.table, TokenFormat.heatmap, TokenFormat.json)
+    collected: list[list[AnyRecord]] = [[] for _ in documents]
+    with progress("scoring") as bar:
+        bar.start(run.tokens_to_score(), len(documents))
+        if fmt in (TokenFormat.jsonl, TokenFormat.csv):
+            with open_output(output) as out:
+                _stream(run, fmt, out, collected if keep else None, bar)
+        else:
+            for doc, records in run.chunks(bar.advance, bar.document):
+                collected[doc].extend(records)
+    warn_all(unscored(documents, run.totals))
+    if fmt is TokenFormat.json:
+        emit(tokens_json(run.header(), documents, collected, run.totals, run.unit), output)
+    elif fmt in (TokenFormat.table, TokenFormat.heatmap):
+        color = output is None and color_terminal()
+        emit(tokens_view(documents, collected, run.unit, fmt is TokenFormat.heatmap, color), output)
+    if html is not None:
+        pages = [
+            (d.source, d.text, r, t) for d, r, t in zip(documents, collected, run.totals, strict=True) if t is not None
+        ]
+        write_atomic(html, render_report(run.header(), pages))
+        if fmt is None:
+            note(f"wrote {html}")
+
+
+def _stream(run: TokenRun, fmt: TokenFormat, out: IO[str], keep: list[list[AnyRecord]] | None, bar: Bar) -> None:
+    """Records written as their windows are scored: CSV rows, or a header line and a line per record."""
+    from ..render.format import json_line
+    from ..render.tokens import csv_header, csv_rows
+
+    writer = None
+    if fmt is TokenFormat.csv:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(csv_header(run.unit))
+    else:
+        out.write(json_line(run.header()))
+    for doc, records in run.chunks(bar.advance, bar.document):
+        source = run.documents[doc].source
+        if writer is not None:
+            writer.writerows(csv_rows(source, records, run.unit))
+        else:
+            out.write("".join(json_line({"source": source, **r.to_dict()}) for r in records))
+        if keep is not None:
+            keep[doc].extend(records)

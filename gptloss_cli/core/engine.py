@@ -1,0 +1,190 @@
+"""The one engine loop: planned windows -> batches -> a measure per batch -> per-document columns.
+
+Alignment (one window, BOS prepended, tokens x0..x3 of the document)::
+
+    input position   0      1    2    3    4
+    input token      <bos>  x0   x1   x2   x3
+    predicts         x0     x1   x2   x3   (next, unused)
+
+The hidden state at input position j is fed to the LM head to score the token at position j + 1.
+Only scored positions go through the head, a block at a time. What is computed there is the
+Measure's business (NLL; NLL with rank, entropy and top-k; two models at once for compare): the
+loop, the batching, the order and the assembly into documents are the same for every command.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..models.spec import LoadedModel
+from .batches import BatchInputs, all_windows, batch_inputs, batches
+from .heads import ModelHead
+from .loss import head_nll, head_stats, logits_nll, logits_stats
+from .pairloss import pair_stats
+from .plan import Plan
+from .windows import TokenizedDocument, Window
+
+Progress = Callable[[int], None]  # called with the number of tokens just scored
+Measure = Callable[[BatchInputs], dict[str, torch.Tensor]]  # per scored position: name -> (M, ...)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The scored tokens of one window, or of one whole document, in position order."""
+
+    positions: np.ndarray  # (k,) int64 document token indices, increasing
+    context: np.ndarray  # (k,) int64 tokens the model saw before each (BOS included)
+    values: dict[str, np.ndarray]  # what the measure gave: name -> (k, ...), float64 or int64
+
+    @property
+    def nll(self) -> np.ndarray:
+        return self.values["nll"]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+
+@dataclass(frozen=True)
+class DocumentLosses(Scored):
+    """A document's scored tokens, with the tokenized document they index into."""
+
+    tokens: TokenizedDocument | None = None
+
+
+def nll_measure(loaded: LoadedModel) -> Measure:
+    """NLL only: the cheapest pass (score, compare across tokenizers)."""
+    head = ModelHead(loaded.model)
+
+    def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
+        h = head(batch)
+        if h.linear is None:
+            return {"nll": logits_nll(h.inputs, batch.targets)}
+        return {"nll": head_nll(h.inputs, batch.targets, h.linear)}
+
+    return measure
+
+
+def stats_measure(loaded: LoadedModel, top_k: int) -> Measure:
+    """NLL, entropy, rank and the top_k most likely tokens, in one pass over the LM head (tokens)."""
+    head = ModelHead(loaded.model)
+
+    def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
+        h = head(batch)
+        if h.linear is None:
+            stats = logits_stats(h.inputs, batch.targets, top_k)
+        else:
+            stats = head_stats(h.inputs, batch.targets, h.linear, top_k)
+        return dict(vars(stats))
+
+    return measure
+
+
+def pair_measure(a: LoadedModel, b: LoadedModel) -> Measure:
+    """Both models' NLL, KL(P_A || P_B) and top-1 agreement at the same positions (compare)."""
+    head_a, head_b = ModelHead(a.model), ModelHead(b.model)
+
+    def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
+        stats = pair_stats(head_a(batch), head_b(batch), batch.targets)
+        return {"nll_a": stats.nll_a, "nll_b": stats.nll_b, "kld": stats.kld, "same_top1": stats.top1_a == stats.top1_b}
+
+    return measure
+
+
+class Scorer:
+    """Scores tokenized documents with a measure, on one device."""
+
+    def __init__(self, measure: Measure, device: str | torch.device) -> None:
+        self.measure = measure
+        self.device = torch.device(device)
+
+    def score(
+        self, docs: list[TokenizedDocument], plan: Plan, progress: Progress | None = None
+    ) -> list[DocumentLosses]:
+        """Every document's scored tokens, in input order."""
+        done = dict(self.documents(docs, plan, progress))
+        return [done[i] for i in range(len(docs))]
+
+    def documents(
+        self,
+        docs: list[TokenizedDocument],
+        plan: Plan,
+        progress: Progress | None = None,
+        skip: frozenset[int] = frozenset(),
+    ) -> Iterator[tuple[int, DocumentLosses]]:
+        """(index, losses) of each document as soon as its last window is scored; windows sorted by
+        length share batches. Documents in `skip` are not scored (see `windows`)."""
+        windows = all_windows(docs, plan, in_order=False)
+        left = Counter(w.doc for w in windows)
+        for i, doc in enumerate(docs):
+            if left[i] == 0 and i not in skip:
+                yield i, assemble(doc, [])
+        parts: dict[int, list[Scored]] = defaultdict(list)
+        for window, part in self._run(docs, plan, windows, progress, skip):
+            parts[window.doc].append(part)
+            left[window.doc] -= 1
+            if left[window.doc] == 0:
+                yield window.doc, assemble(docs[window.doc], parts.pop(window.doc))
+
+    def windows(
+        self, docs: list[TokenizedDocument], plan: Plan, progress: Progress | None = None
+    ) -> Iterator[tuple[Window, Scored]]:
+        """Each window's scored tokens in document order, as soon as its batch is done, so a caller
+        can stream a document's tokens while the rest is scored."""
+        return self._run(docs, plan, all_windows(docs, plan, in_order=True), progress, frozenset())
+
+    def _run(
+        self,
+        docs: list[TokenizedDocument],
+        plan: Plan,
+        windows: list[Window],
+        progress: Progress | None,
+        skip: frozenset[int],
+    ) -> Iterator[tuple[Window, Scored]]:
+        """The loop. skip: documents whose windows are not wanted. Batches are formed as if nothing were
+        skipped and only those holding a wanted window run, so a resumed run scores each remaining window
+        in the same batch, with the same padding, as an uninterrupted one: the same numbers, bit for bit."""
+        with torch.inference_mode():
+            for batch in batches(windows, plan, self.device):
+                if all(w.doc in skip for w in batch):
+                    continue
+                parts = self._batch(docs, batch, plan)
+                wanted = [(w, p) for w, p in zip(batch, parts, strict=True) if w.doc not in skip]
+                if progress:
+                    progress(sum(len(p.positions) for _, p in wanted))
+                yield from wanted
+
+    def _batch(self, docs: list[TokenizedDocument], batch: list[Window], plan: Plan) -> list[Scored]:
+        inputs = batch_inputs(docs, batch, plan, self.device)
+        values = {name: _numpy(tensor) for name, tensor in self.measure(inputs).items()}  # name -> (M, ...)
+        out, lo = [], 0
+        for positions, context in inputs.meta:
+            hi = lo + len(positions)
+            out.append(Scored(positions, context, {name: v[lo:hi] for name, v in values.items()}))
+            lo = hi
+        return out
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """float64 for floats (sums stay exact enough), bool as it is, int64 otherwise."""
+    if tensor.is_floating_point():
+        return tensor.double().cpu().numpy()
+    if tensor.dtype == torch.bool:
+        return tensor.cpu().numpy()
+    return tensor.long().cpu().numpy()
+
+
+def assemble(doc: TokenizedDocument, parts: list[Scored]) -> DocumentLosses:
+    """A document's windows joined and put in position order (windows may come in any order)."""
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return DocumentLosses(empty, empty, {"nll": np.zeros(0, dtype=np.float64)}, doc)
+    positions = np.concatenate([p.positions for p in parts])
+    order = np.argsort(positions, kind="stable")
+    values = {name: np.concatenate([p.values[name] for p in parts])[order] for name in parts[0].values}
+    context = np.concatenate([p.context for p in parts])[order]
+    return DocumentLosses(positions[order], context, values, doc)

@@ -1,0 +1,62 @@
+"""Splitting a causal LM into its body and its LM head, so the head runs only at scored positions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .batches import BatchInputs
+from .lmhead import Head, LinearHead
+
+# Model types whose logits are exactly lm_head(base_model(...).last_hidden_state), soft-capped by
+# `final_logit_softcapping` when the config sets it. Each is checked in the tests against the
+# model's own logits; any other type is checked once on a probe sequence when it is loaded.
+KNOWN_HEADS = frozenset({"gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"})
+
+
+def split_head(model: Any) -> tuple[Any, LinearHead] | None:
+    """(body, head) such that head(body(...).last_hidden_state) equals the model's logits, else None."""
+    linear = model.get_output_embeddings()
+    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if not isinstance(linear, torch.nn.Linear) or body is None or body is model:
+        return None
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    head = LinearHead(weight=linear.weight, bias=linear.bias, softcap=cap)
+    if model.config.model_type in KNOWN_HEADS or head_matches(model, body, head):
+        return body, head
+    return None
+
+
+def head_matches(model: Any, body: Any, head: LinearHead) -> bool:
+    """Whether head(body(x)) reproduces the model's logits on a short probe sequence."""
+    device = next(model.parameters()).device
+    vocab = int(model.config.get_text_config().vocab_size)
+    probe = (torch.arange(1, 9, device=device) % vocab).unsqueeze(0)  # (1, 8)
+    with torch.inference_mode():
+        full = model(input_ids=probe, use_cache=False).logits.float()  # (1, 8, V)
+        split = head.logits(body(input_ids=probe, use_cache=False).last_hidden_state)  # (1, 8, V)
+    return full.shape == split.shape and torch.allclose(full, split, rtol=1e-4, atol=1e-4)
+
+
+class ModelHead:
+    """One model's forward pass over a batch, up to what its LM head needs at the scored positions."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.split = split_head(model)
+
+    def __call__(self, batch: BatchInputs) -> Head:
+        """Hidden states at the scored positions with the split-off head, else the model's logits there."""
+        position_ids = (batch.mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding keeps real positions
+        inputs = {
+            "input_ids": batch.ids,
+            "attention_mask": batch.mask,
+            "position_ids": position_ids,
+            "use_cache": False,
+        }
+        rows, cols = batch.rows, batch.cols - 1
+        if self.split is not None:
+            body, linear = self.split
+            return Head(body(**inputs).last_hidden_state[rows, cols], linear)  # (M, D)
+        return Head(self.model(**inputs).logits[rows, cols], None)  # (M, V): models whose head we cannot split off

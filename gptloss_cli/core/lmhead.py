@@ -1,0 +1,135 @@
+"""The LM head, a block at a time: float32 logits of a block of the vocabulary, and the online
+log-sum-exp that folds the blocks together so no (positions x vocabulary) tensor ever exists.
+
+Log-softmax is `logit - logsumexp(logits)` in float32 whatever dtype the model runs in. For a linear
+LM head the log-sum-exp is accumulated over blocks of the vocabulary (a running maximum and a
+rescaled running sum, as in online softmax), so the largest float32 tensor is rows x vocab_block
+(2 MiB on CPU, 256 MiB on a GPU), whatever the vocabulary size. Blocking also keeps the weight block
+in cache while all rows use it, which makes the head about twice as fast as whole-vocabulary chunks
+on CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+ROWS = 256  # positions per block on CPU: a block's logits stay in cache
+VOCAB_BLOCK = 2048  # vocabulary entries per block on CPU
+GPU_ROWS = 2048  # on accelerators small blocks would be launch-bound: 256 MiB of float32 logits per block
+GPU_VOCAB_BLOCK = 32768
+LOGITS_CHUNK_BYTES = 256 * 2**20  # for logits handed over whole (models whose head cannot be split off)
+FAR_BELOW = -1e30  # the running maximum before any block: finite, so 0 * (old - new max) stays 0
+
+
+def block_sizes(device: torch.device, rows: int | None = None, vocab_block: int | None = None) -> tuple[int, int]:
+    """(positions, vocabulary entries) per block: small on CPU (cache), large elsewhere (fewer launches)."""
+    on_cpu = device.type == "cpu"
+    return rows or (ROWS if on_cpu else GPU_ROWS), vocab_block or (VOCAB_BLOCK if on_cpu else GPU_VOCAB_BLOCK)
+
+
+def logits_rows(vocab: int) -> int:
+    """Rows of whole logits (M, V) converted to float32 at a time."""
+    return max(1, LOGITS_CHUNK_BYTES // (4 * max(1, vocab)))
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """logits = softcap(features @ weight.T + bias); softcap(x) = tanh(x / cap) * cap when cap is set."""
+
+    weight: torch.Tensor  # (V, D)
+    bias: torch.Tensor | None  # (V,)
+    softcap: float | None
+
+    def logits(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """float32 logits of vocabulary entries [lo, hi) for features (M, D): (M, hi - lo)."""
+        block = (features @ self.weight[lo:hi].T).float()  # (M, hi - lo)
+        if self.bias is not None:
+            block += self.bias[lo:hi].float()
+        if self.softcap:
+            block = torch.tanh(block / self.softcap) * self.softcap
+        return block
+
+    def logits_at(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """float32 logit of entry ids[i] for features[i]: (M,). Computed row by row, so it may differ
+        from the blocked matmul's value in the last bits."""
+        value = (features.float() * self.weight[ids].float()).sum(dim=-1)  # (M,)
+        value = value.to(features.dtype).float()  # rounded as the matmul output is, so ties stay ties
+        if self.bias is not None:
+            value += self.bias[ids].float()
+        if self.softcap:
+            value = torch.tanh(value / self.softcap) * self.softcap
+        return value
+
+
+class Head:
+    """Either a linear head with its inputs (logits computed a block at a time) or logits given whole."""
+
+    def __init__(self, inputs: torch.Tensor, linear: LinearHead | None) -> None:
+        self.inputs = inputs  # (M, D) features, or (M, V) logits when linear is None
+        self.linear = linear
+
+    @property
+    def vocab(self) -> int:
+        return int(self.linear.weight.shape[0] if self.linear is not None else self.inputs.shape[1])
+
+    def block(self, rows: slice, lo: int, hi: int) -> torch.Tensor:
+        """float32 logits of rows, vocabulary entries [lo, hi): (m, hi - lo)."""
+        if self.linear is not None:
+            return self.linear.logits(self.inputs[rows], lo, hi)
+        return self.inputs[rows, lo:hi].float()
+
+
+@dataclass(frozen=True)
+class Fold:
+    """What folding one block (m, b) into an OnlineLogSumExp gave."""
+
+    shifted: torch.Tensor  # (m, b) z - new running max
+    weights: torch.Tensor  # (m, b) exp(shifted)
+    shift: torch.Tensor  # (m,) old max - new max, <= 0
+    scale: torch.Tensor  # (m,) exp(shift): the factor sums over earlier blocks are rescaled by
+
+
+class OnlineLogSumExp:
+    """log Σ_v exp(z_v) over vocabulary blocks, and the target's logit, for m positions.
+
+    With M the running maximum, sum = Σ exp(z - M) over the blocks so far; when a block raises M to M'
+    the sum is rescaled by exp(M - M'). Callers that keep sums of their own (entropy, KL) rescale them
+    with the Fold's scale.
+    """
+
+    def __init__(self, targets: torch.Tensor) -> None:
+        m, device = targets.shape[0], targets.device
+        self.targets = targets  # (m,)
+        self.max = torch.full((m,), FAR_BELOW, device=device)  # (m,)
+        self.sum = torch.zeros(m, device=device)  # (m,)
+        self.target = torch.zeros(m, device=device)  # (m,) the target's logit, once its block is seen
+
+    def fold(self, logits: torch.Tensor, lo: int) -> Fold:
+        """Fold in float32 logits (m, b) of vocabulary entries [lo, lo + b)."""
+        hi = lo + logits.shape[1]
+        inside = (self.targets >= lo) & (self.targets < hi)  # (m,)
+        local = (self.targets - lo).clamp(0, logits.shape[1] - 1).unsqueeze(1)  # (m, 1)
+        self.target = torch.where(inside, logits.gather(1, local).squeeze(1), self.target)
+        new_max = torch.maximum(self.max, logits.amax(dim=-1))  # (m,)
+        shift = self.max - new_max  # (m,)
+        scale = torch.exp(shift)  # (m,)
+        shifted = logits - new_max.unsqueeze(1)  # (m, b)
+        weights = shifted.exp()  # (m, b)
+        self.sum = self.sum * scale + weights.sum(dim=-1)
+        self.max = new_max
+        return Fold(shifted, weights, shift, scale)
+
+    def lse(self) -> torch.Tensor:
+        """(m,) log Σ_v exp(z_v)."""
+        return self.max + torch.log(self.sum)
+
+    def nll(self) -> torch.Tensor:
+        """(m,) -log p(target) = lse - z_target."""
+        return self.lse() - self.target
+
+
+def concat_rows(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Blocks of rows (each a tuple of per-row tensors) joined column by column."""
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))

@@ -1,0 +1,31 @@
+"""A document: one text to score, where it came from, and which of its characters count."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text to score and where it came from.
+
+    spans: the character ranges [start, end) whose tokens are scored (a loss mask: the model still
+    sees the whole text as context); None scores every token.
+    """
+
+    text: str
+    source: str
+    spans: tuple[Span, ...] | None = None
+
+
+def documents_digest(documents: Sequence[Document]) -> str:
+    """sha256 of the documents' sources, texts and spans: a resumed run must score the same ones."""
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(json.dumps([doc.source, doc.text, doc.spans], ensure_ascii=False).encode("utf-8") + b"\n")
+    return digest.hexdigest()

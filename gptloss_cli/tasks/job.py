@@ -1,0 +1,81 @@
+"""What every task starts from: documents tokenized and windows planned for one model."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .._version import __version__
+from ..core.batches import tokens_to_score
+from ..core.plan import Plan, WindowSettings, make_plan
+from ..core.windows import tokenize
+from ..inputs.dataset import DatasetOptions
+from ..inputs.document import Document
+from ..models.spec import LoadedModel
+from .documents import nothing_to_score
+
+
+class Tracker(Protocol):
+    """Where a long task reports how far it is (the command line draws a progress bar from it)."""
+
+    def start(self, tokens: int, documents: int) -> None:
+        """The work ahead: tokens to score, in so many documents."""
+
+    def advance(self, tokens: int) -> None:
+        """So many more tokens scored."""
+
+    def document(self) -> None:
+        """One more document done."""
+
+
+class Quiet:
+    """A Tracker that reports nothing."""
+
+    def start(self, tokens: int, documents: int) -> None:
+        pass
+
+    def advance(self, tokens: int) -> None:
+        pass
+
+    def document(self) -> None:
+        pass
+
+
+QUIET = Quiet()
+
+
+def settings_dict(plan: Plan) -> dict[str, Any]:
+    """The `settings` block of every result: the plan and the versions that made it."""
+    import torch
+    import transformers
+
+    return {
+        **plan.to_dict(),
+        "versions": {
+            "gptloss": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+class Job:
+    """Documents tokenized and planned for one model."""
+
+    def __init__(self, loaded: LoadedModel, documents: Sequence[Document], settings: WindowSettings) -> None:
+        self.loaded = loaded
+        self.documents = list(documents)
+        self.settings = settings
+        self.plan = make_plan(loaded, settings)
+        self.tokenized = [tokenize(loaded.tokenizer, doc) for doc in self.documents]
+
+    def tokens_to_score(self, skip: frozenset[int] = frozenset()) -> int:
+        """How many tokens get a loss (those of the documents in `skip` left out)."""
+        return tokens_to_score(self.tokenized, self.plan, skip)
+
+    def require_tokens(self, dataset: DatasetOptions | None = None) -> None:
+        """Refuse, saying why, a job in which no token gets a loss."""
+        if self.tokens_to_score() == 0:
+            raise nothing_to_score(self.documents, dataset)

@@ -1,0 +1,146 @@
+"""`score -f jsonl`: one line per finished document, written as it goes, and resumable.
+
+    {"schema": "gptloss.score-run/v1", "model": ..., "settings": ..., "input": ...}   the header
+    {"index": 7, "source": "data.jsonl:8", "tokens_scored": ..., "nll_sum": ..., ...}   one per document
+    {"total": {...}}                                                                  only once all are done
+
+Each line goes to the file in one write as soon as its document is done, so a run that is
+stopped (Ctrl-C, a killed job, a full disk) leaves whole lines only. --resume reads them back,
+checks that they were made with the same model, settings and input, skips those documents and
+appends the rest; the totals are the same as an uninterrupted run's (see Scorer.documents).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from ..core.totals import Bootstrap, Totals
+from ..errors import GptlossError
+from ..files import LineFile
+from ..inputs.document import Document
+from .job import Tracker, settings_dict
+from .score import DocumentScore, ScoreResult, ScoreRun
+
+RUN_SCHEMA = "gptloss.score-run/v1"
+# What must match for a resumed run to give the same numbers as an uninterrupted one.
+MODEL_KEYS = ("spec", "sha256", "revision", "dtype", "device")
+PLAN_KEYS = ("max_length", "stride", "bos_policy", "bos_token_id", "batch_size")
+
+
+def line(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def header(model: dict[str, Any], settings: dict[str, Any], inputs: dict[str, Any] | None) -> dict[str, Any]:
+    return {"schema": RUN_SCHEMA, "model": model, "settings": settings, "input": inputs}
+
+
+def document_line(score: DocumentScore) -> dict[str, Any]:
+    return {"index": score.index, "source": score.source, **score.totals.to_dict()}
+
+
+def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) -> list[DocumentScore]:
+    """The documents a run file already holds, after checking it belongs to this run.
+
+    A last line cut short is removed, and so is the total line (it is written again at the end).
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise GptlossError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    keep = data.rfind(b"\n") + 1  # a line without its newline was cut short
+    records, offset = [], 0
+    for number, raw in enumerate(data[:keep].splitlines(keepends=True), start=1):
+        try:
+            record = json.loads(raw)
+        except ValueError as exc:
+            raise GptlossError(f"{path} line {number}: not a run record ({exc}); start over without --resume") from exc
+        if not isinstance(record, dict):
+            raise GptlossError(f"{path} line {number}: not a run record; start over without --resume")
+        if "total" in record:
+            keep = offset
+            break
+        records.append((number, record))
+        offset += len(raw)
+    if not records:
+        _truncate(path, 0)
+        return []
+    _check_header(path, records[0][1], expected)
+    done: dict[int, DocumentScore] = {}
+    for number, record in records[1:]:
+        index = _index(path, number, record, documents)
+        try:
+            totals = Totals.from_dict(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GptlossError(f"{path} line {number}: not a run record; start over without --resume") from exc
+        done[index] = DocumentScore(record["source"], totals, None, index)
+    _truncate(path, keep)
+    return list(done.values())
+
+
+def _check_header(path: Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
+    again = "start over without --resume or pick another --output"
+    model, settings = found.get("model"), found.get("settings")
+    if found.get("schema") != RUN_SCHEMA or not isinstance(model, dict) or not isinstance(settings, dict):
+        raise GptlossError(f"{path}: not a gptloss score run; {again}")
+    pairs = [(f"model {k}", model.get(k), expected["model"].get(k)) for k in MODEL_KEYS]
+    pairs += [(k, settings.get(k), expected["settings"].get(k)) for k in PLAN_KEYS]
+    for name, was, now in pairs:
+        if was != now:
+            raise GptlossError(f"{path} was written with another {name} ({was!r}, now {now!r}); {again}")
+    if found.get("input") != expected.get("input"):
+        raise GptlossError(f"{path} was written from other documents or dataset options; {again}")
+
+
+def _index(path: Path, number: int, record: dict[str, Any], documents: list[Document]) -> int:
+    index = record.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(documents) or record.get("source") != documents[index].source:
+        raise GptlossError(f"{path} line {number}: a document this input does not have; start over without --resume")
+    return index
+
+
+def _truncate(path: Path, size: int) -> None:
+    with path.open("r+b") as handle:
+        handle.truncate(size)
+
+
+def run_jsonl(
+    run: ScoreRun,
+    output: Path | IO[str],
+    resume: bool,
+    inputs: dict[str, Any],
+    bootstrap: Bootstrap | None,
+    tracker: Tracker,
+) -> ScoreResult:
+    """Score `run`, writing the run file (or a stream) as documents finish; with `resume`, carry on the
+    run in the file `output`."""
+    head = header(run.loaded.info.to_dict(), settings_dict(run.plan), inputs)
+    path = output if isinstance(output, Path) else None
+    done = read_run(path, head, run.documents) if resume and path is not None else []
+    fresh = not done and not (resume and path is not None and path.exists() and path.stat().st_size)
+    sink: LineFile | IO[str] = LineFile(path, append=not fresh) if path is not None else output  # type: ignore[assignment]
+    skip = frozenset(d.index for d in done)
+    scores = list(done)
+    try:
+        if fresh:
+            _write(sink, head)
+        tracker.start(run.tokens_to_score(skip), len(run.documents) - len(skip))
+        for score in run.scores(tracker.advance, skip=skip, keep_losses=False):
+            tracker.document()
+            _write(sink, document_line(score))
+            scores.append(score)
+        result = run.result(scores, bootstrap, inputs)
+        _write(sink, {"total": result.total_dict()})
+    finally:
+        if isinstance(sink, LineFile):
+            sink.close()
+    return result
+
+
+def _write(sink: LineFile | IO[str], data: dict[str, Any]) -> None:
+    sink.write(line(data))
+    sink.flush()

@@ -1,0 +1,147 @@
+"""`score`: perplexity, bits per byte and friends per document and in total, as typed results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from ..core.engine import DocumentLosses, Progress, Scorer, nll_measure
+from ..core.plan import Plan, WindowSettings
+from ..core.totals import Bootstrap, Totals, bootstrap_ci95, document_totals, macro_mean_perplexity
+from ..inputs.document import Document
+from ..models.loader import load_model
+from ..models.spec import DEFAULT_MODEL, Device, Dtype, LoadedModel, ModelInfo
+from .job import QUIET, Job, Tracker, settings_dict
+
+SCORE_SCHEMA = "gptloss.score/v1"
+
+
+@dataclass(frozen=True)
+class DocumentScore:
+    source: str
+    totals: Totals
+    losses: DocumentLosses | None = None  # per-token detail, not serialised by `score`; None when read back
+    index: int = 0  # position in the input
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, **self.totals.to_dict()}
+
+
+@dataclass(frozen=True)
+class CorpusTotal:
+    """The corpus totals (micro: every token weighs the same), the macro mean of the documents'
+    perplexities, and the bootstrap interval when asked for."""
+
+    totals: Totals
+    documents: int
+    macro_mean_perplexity: float | None
+    bootstrap: Bootstrap | None = None
+    bootstrap_ci95: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            **self.totals.to_dict(),
+            "documents": self.documents,
+            "macro_mean_perplexity": self.macro_mean_perplexity,
+        }
+        if self.bootstrap is not None:
+            out["bootstrap_ci95"] = None if self.bootstrap_ci95 is None else list(self.bootstrap_ci95)
+            out["bootstrap"] = self.bootstrap.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    model: ModelInfo
+    plan: Plan
+    documents: list[DocumentScore]
+    total: Totals
+    bootstrap: Bootstrap | None = None
+    inputs: dict[str, Any] | None = None  # the dataset and columns read, when not files
+
+    def settings(self) -> dict[str, Any]:
+        return settings_dict(self.plan)
+
+    @cached_property
+    def corpus(self) -> CorpusTotal:
+        """Computed once: the table and the run file's last line both show it, and a bootstrap over many
+        documents takes a while."""
+        parts = [d.totals for d in self.documents]
+        ci = None if self.bootstrap is None else bootstrap_ci95(parts, self.bootstrap.resamples, self.bootstrap.seed)
+        return CorpusTotal(self.total, len(parts), macro_mean_perplexity(parts), self.bootstrap, ci)
+
+    def total_dict(self) -> dict[str, Any]:
+        return self.corpus.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCORE_SCHEMA,
+            "model": self.model.to_dict(),
+            "settings": self.settings(),
+            **({"input": self.inputs} if self.inputs is not None else {}),
+            "documents": [d.to_dict() for d in self.documents],
+            "total": self.total_dict(),
+        }
+
+
+class ScoreRun(Job):
+    """Documents tokenized and planned for one model, scored as a stream of finished documents."""
+
+    def scores(
+        self, progress: Progress | None = None, skip: frozenset[int] = frozenset(), keep_losses: bool = True
+    ) -> Iterator[DocumentScore]:
+        """Each document's score as soon as it is done (not in input order); `skip`: see Scorer.documents."""
+        scorer = Scorer(nll_measure(self.loaded), self.loaded.info.device)
+        for i, loss in scorer.documents(self.tokenized, self.plan, progress, skip):
+            totals = document_totals(self.tokenized[i], loss.positions, loss.nll)
+            yield DocumentScore(self.documents[i].source, totals, loss if keep_losses else None, i)
+
+    def run(
+        self, tracker: Tracker = QUIET, bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
+    ) -> ScoreResult:
+        """Every document scored (per-token losses not kept), reporting to `tracker`."""
+        tracker.start(self.tokens_to_score(), len(self.documents))
+        scores = []
+        for score in self.scores(tracker.advance, keep_losses=False):
+            tracker.document()
+            scores.append(score)
+        return self.result(scores, bootstrap, inputs)
+
+    def result(
+        self, scores: Sequence[DocumentScore], bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
+    ) -> ScoreResult:
+        ordered = sorted(scores, key=lambda d: d.index)
+        total = Totals.combine([d.totals for d in ordered])
+        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, inputs)
+
+
+def score_documents(
+    loaded: LoadedModel,
+    documents: Sequence[Document],
+    settings: WindowSettings | None = None,
+    progress: Progress | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> ScoreResult:
+    """Score each document with an already loaded model.
+
+    `progress` is called after each batch with the tokens it scored; `bootstrap` > 0 adds a
+    document-bootstrap interval of the corpus perplexity over that many resamples (with `seed`).
+    """
+    run = ScoreRun(loaded, documents, settings or WindowSettings())
+    return run.result(list(run.scores(progress)), Bootstrap(bootstrap, seed) if bootstrap else None)
+
+
+def score_texts(
+    texts: str | Sequence[str],
+    model: str = DEFAULT_MODEL,
+    settings: WindowSettings | None = None,
+    device: Device = Device.auto,
+    dtype: Dtype = Dtype.auto,
+) -> ScoreResult:
+    """Load `model` and score one text or several (sources are named text-1, text-2, ...)."""
+    items = [texts] if isinstance(texts, str) else list(texts)
+    docs = [Document(text=t, source=f"text-{i + 1}") for i, t in enumerate(items)]
+    return score_documents(load_model(model, device=device, dtype=dtype), docs, settings)
