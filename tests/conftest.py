@@ -17,13 +17,28 @@ runner = CliRunner()
 # on CPUs with AVX-512 their sums differ in the last bits. Such runs are compared to this relative tolerance;
 # runs whose batches are the same by construction (a resume) are compared to the bit.
 BATCH_RTOL = 1e-6
+# The fields of every document and total in score's JSON (gptloss.score/v1).
+TOTAL_KEYS = {
+    "tokens_scored",
+    "nll_sum",
+    "mean_nll",
+    "perplexity",
+    "bits_per_token",
+    "bytes",
+    "bits_per_byte",
+    "words",
+    "word_perplexity",
+    "stderr_mean_nll",
+    "perplexity_ci95",
+    "nll_sq_sum",
+}
 
 
-def run(*args: object) -> Any:
+def run(*args: object, env: dict[str, str] | None = None) -> Any:
     """The gptloss app on these arguments, in-process; .exit_code, .stdout and .stderr."""
     from gptloss_cli.cli import app
 
-    return runner.invoke(app, [str(a) for a in args])
+    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 def one_line_error(result: Any, *fragments: str) -> None:
@@ -55,6 +70,7 @@ def assert_totals_close(got: dict[str, Any], expected: dict[str, Any], rel: floa
             assert got[key] == pytest.approx(value, rel=rel), key
         else:
             assert got[key] == value, key
+
 
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 CORPUS = [

@@ -9,22 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import one_line_error, run
-
-TOTAL_KEYS = {
-    "tokens_scored",
-    "nll_sum",
-    "mean_nll",
-    "perplexity",
-    "bits_per_token",
-    "bytes",
-    "bits_per_byte",
-    "words",
-    "word_perplexity",
-    "stderr_mean_nll",
-    "perplexity_ci95",
-    "nll_sq_sum",
-}
+from conftest import TOTAL_KEYS, one_line_error, run
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import TOTAL_KEYS
 
 from gptloss_cli.core.totals import Totals, scored_text_extent
 from gptloss_cli.core.windows import TokenizedDocument
@@ -33,20 +34,7 @@ def test_empty_and_single() -> None:
     assert empty.perplexity is None and empty.bits_per_byte is None and empty.perplexity_ci95 is None
     one = Totals.from_nll(np.array([2.0]), 1, 1)
     assert one.stderr_mean_nll is None and one.perplexity_ci95 is None
-    assert set(one.to_dict()) == {
-        "tokens_scored",
-        "nll_sum",
-        "mean_nll",
-        "perplexity",
-        "bits_per_token",
-        "bytes",
-        "bits_per_byte",
-        "words",
-        "word_perplexity",
-        "stderr_mean_nll",
-        "perplexity_ci95",
-        "nll_sq_sum",
-    }
+    assert set(one.to_dict()) == TOTAL_KEYS
 
 
 def doc_with_ends(text: str, ends: list[int]) -> TokenizedDocument:

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
-
-import typer
+from typing import Annotated
 
 from ..core.plan import WindowSettings
 from ..core.windows import BosPolicy
 from ..errors import GptlossError
 from ..models.spec import ModelRequest
 from .console import emit, load
-from .options import MODEL, BosOpt, Format, FormatOpt, TopKOpt, grouped
+from .options import MODEL, BosOpt, Format, FormatOpt, MaybeText, TopKOpt, grouped, text_option
 
-ProbsOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="Probabilities, comma-separated (0.1,0.3,0.6), summing to 1.", show_default=False),
-]
+ProbsOpt = Annotated[MaybeText, text_option("Probabilities, comma-separated (0.1,0.3,0.6), summing to 1.")]
 LogitsOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="Raw scores, comma-separated (1,2,3), turned into probabilities by softmax.", show_default=False),
+    MaybeText, text_option("Raw scores, comma-separated (1,2,3), turned into probabilities by softmax.")
 ]
-TargetOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="A class index (2) or one weight per class (0,0,1 or soft 0.5,0.5,0).", show_default=False),
-]
-TextOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="A text for --model: per position the target token, p, rank, top choices.", show_default=False),
-]
+TargetOpt = Annotated[MaybeText, text_option("A class index (2) or one weight per class (0,0,1 or soft 0.5,0.5,0).")]
+TextOpt = Annotated[MaybeText, text_option("A text for --model: per position the target token, p, rank, top choices.")]
 
 
 @grouped(model=MODEL)

@@ -78,6 +78,19 @@ def grouped(**groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..
     return decorate
 
 
+MaybeText = Optional[str]  # noqa: UP045  (typer reads annotations at run time)
+
+
+def text_option(help: str, panel: str | None = None) -> Any:
+    """An option whose default (none) goes unshown: for Optional[str] values."""
+    return _option(help=help, panel=panel, show_default=False)
+
+
+def format_option(help: str) -> Any:
+    """--format/-f, for an Optional[choices] value: None (not given) lets the command pick."""
+    return typer.Option("--format", "-f", help=help, show_default=False)
+
+
 def _option(*names: str, panel: str | None = None, **kwargs: Any) -> Any:
     return typer.Option(*names, rich_help_panel=panel, **kwargs)
 

@@ -16,17 +16,14 @@ from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
 from .console import emit, progress
 from .inputs import INPUTS
-from .options import MODEL, WINDOW, OutputOpt, ScoreFormat, bootstrap_group, grouped
+from .options import MODEL, WINDOW, OutputOpt, ScoreFormat, bootstrap_group, format_option, grouped
 from .prepare import prepare, warn_all
 
 ScoreFormatOpt = Annotated[
     Optional[ScoreFormat],  # noqa: UP045
-    typer.Option(
-        "--format",
-        "-f",
-        help="table for people; json, or jsonl (a line per document as it is done) for programs. "
+    format_option(
+        "table for people; json, or jsonl (a line per document as it is done) for programs. "
         "Default: from the --output suffix (.json, .jsonl), else table.",
-        show_default=False,
     ),
 ]
 ResumeOpt = Annotated[

@@ -13,7 +13,7 @@ from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
 from .console import Bar, color_terminal, emit, note, open_output, progress
 from .inputs import INPUTS
-from .options import MODEL, WINDOW, HtmlOpt, OutputOpt, TokenFormat, TopKOpt, Unit, grouped
+from .options import MODEL, WINDOW, HtmlOpt, OutputOpt, TokenFormat, TopKOpt, Unit, format_option, grouped
 from .prepare import prepare, warn_all
 
 if TYPE_CHECKING:
@@ -21,12 +21,9 @@ if TYPE_CHECKING:
 
 TokenFormatOpt = Annotated[
     Optional[TokenFormat],  # noqa: UP045
-    typer.Option(
-        "--format",
-        "-f",
-        help="table or heatmap for people; json, jsonl (streamed, one record per line) or csv for programs. "
+    format_option(
+        "table or heatmap for people; json, jsonl (streamed, one record per line) or csv for programs. "
         "Default: table, or nothing on stdout when --html is given.",
-        show_default=False,
     ),
 ]
 UnitOpt = Annotated[Unit, typer.Option(help="token, or word: whitespace-separated words, NLL summed over tokens.")]

@@ -81,18 +81,23 @@ def _distribution_line(dist: Distribution | None) -> str:
     )
 
 
+def _differences(result: CompareResult, width: int | None) -> Table:
+    tops = Table(title=f"largest |Δ NLL| ({result.unit}s)", box=None, pad_edge=False, title_justify="left")
+    for header in ("source", "text", "NLL A", "NLL B", "Δ"):
+        tops.add_column(header, justify="left" if header in ("source", "text") else "right", no_wrap=header == "source")
+    for t in result.top_differences():
+        source = t.source if width is None else middle_cut(t.source, width)
+        cells = [source, shown_token(t.text), f"{t.nll_a:.2f}", f"{t.nll_b:.2f}", f"{t.delta_nll:+.2f}"]
+        tops.add_row(*(Text(c) for c in cells))
+    return tops
+
+
 def compare_view(result: CompareResult) -> RenderableType:
     longest = max((len(d.source) for d in _shown(result)), default=0)
     parts: list[RenderableType] = [FitNames(lambda width: _table(result, width), longest)]
     parts += [Text(n) for n in _notes(result)]
     parts.append(Text(_distribution_line(result.distribution)))
-    differences = result.top_differences()
-    if differences:
-        tops = Table(title=f"largest |Δ NLL| ({result.unit}s)", box=None, pad_edge=False, title_justify="left")
-        for header in ("source", "text", "NLL A", "NLL B", "Δ"):
-            tops.add_column(header, justify="left" if header in ("source", "text") else "right")
-        for t in differences:
-            cells = [t.source, shown_token(t.text), f"{t.nll_a:.2f}", f"{t.nll_b:.2f}", f"{t.delta_nll:+.2f}"]
-            tops.add_row(*(Text(c) for c in cells))
-        parts.append(tops)
+    if result.top_differences():
+        longest = max(len(t.source) for t in result.top_differences())
+        parts.append(FitNames(lambda width: _differences(result, width), longest))
     return Group(*parts)
