@@ -119,10 +119,15 @@ def run_jsonl(
     """Score `run`, writing the run file (or a stream) as documents finish; with `resume`, carry on the
     run in the file `output`."""
     head = header(run.loaded.info.to_dict(), settings_dict(run.plan), inputs)
-    path = output if isinstance(output, Path) else None
-    done = read_run(path, head, run.documents) if resume and path is not None else []
-    fresh = not done and not (resume and path is not None and path.exists() and path.stat().st_size)
-    sink: LineFile | IO[str] = LineFile(path, append=not fresh) if path is not None else output  # type: ignore[assignment]
+    done: list[DocumentScore] = []
+    fresh = True
+    sink: LineFile | IO[str]
+    if isinstance(output, Path):
+        done = read_run(output, head, run.documents) if resume else []
+        fresh = not done and not (resume and output.exists() and output.stat().st_size)
+        sink = LineFile(output, append=not fresh)
+    else:
+        sink = output
     skip = frozenset(d.index for d in done)
     scores = list(done)
     try:
