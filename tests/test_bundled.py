@@ -203,3 +203,18 @@ def test_assistant_turns_on_smollm2(tmp_path: Path) -> None:
     expected, count = masked_labels_loss(smol.model, enc["input_ids"], keep)
     assert len(tokens) == count
     assert math.isclose(sum(t["nll"] for t in tokens), expected, rel_tol=1e-5, abs_tol=1e-4 * count)
+
+
+def test_readme_quick_start_output_is_real() -> None:
+    """The README's `make run` output is what `score sample_texts/*` prints at 80 columns: every line, with
+    numbers compared to their last shown digit plus one (rounding may differ between CPU kinds)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = text.split("`make run` prints")[1].split("```text\n")[1].split("```")[0].splitlines()
+    result = run("score", *SAMPLES, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    printed = [line.rstrip() for line in result.stdout.splitlines()]
+    number = re.compile(r"\d+\.\d+")
+    assert [number.sub("#", line) for line in printed] == [number.sub("#", line) for line in shown]
+    for got, want in zip(printed, shown, strict=True):
+        for a, b in zip(number.findall(got), number.findall(want), strict=True):
+            assert abs(float(a) - float(b)) <= 1.01 * 10 ** -len(b.split(".")[1]), (got, want)

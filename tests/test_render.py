@@ -76,8 +76,11 @@ def test_compare_table_cells_are_the_json_at_80_columns(model_dirs, long_names: 
 
 def test_middle_cut_keeps_the_end() -> None:
     assert middle_cut("short.txt", 20) == "short.txt"
-    cut = middle_cut("sample_texts/inventory.txt", 20)
-    assert len(cut) == 20 and cut.startswith("sample") and cut.endswith("inventory.txt") and "…" in cut
+    assert middle_cut("sample_texts/inventory.txt", 24) == "sample_te…/inventory.txt"  # the file name whole
+    assert middle_cut("sample_texts/inventory.txt", 20) == "sampl…/inventory.txt"
+    assert middle_cut("sample_texts/inventory.txt", 12) == "sam…tory.txt"  # else two thirds for the end
+    for width in range(2, 30):
+        assert len(middle_cut("a/bb/ccc/a_long_name_of_a_file.txt", width)) == width
 
 
 def test_help_paragraphs_are_wrapped_by_the_terminal() -> None:

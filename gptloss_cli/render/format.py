@@ -59,14 +59,16 @@ def shown_token(token: str) -> str:
 
 
 def middle_cut(text: str, width: int) -> str:
-    """`text` in at most `width` characters, its middle replaced by … when it is longer; the end (a file's
-    name) keeps two thirds of the room."""
+    """`text` in at most `width` characters, its middle replaced by … when it is longer. The end tells files
+    apart, so it keeps the last path component whole when that fits (sample_te…/inventory.txt), else two
+    thirds of the room."""
     if len(text) <= width:
         return text
     if width < 2:
         return text[:width]
-    head = (width - 1) // 3
-    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+    slash = text.rfind("/")
+    tail = len(text) - slash if 0 < slash and len(text) - slash <= width - 3 else width - 1 - (width - 1) // 3
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
 
 
 def bucket(value: float, edges: Sequence[float]) -> int:
