@@ -82,9 +82,10 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(with_bos: bool = True, vocab_size: int = 320):
-    """A byte-level BPE tokenizer (any text encodes) wrapped as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(with_bos: bool = True, vocab_size: int = 320, post_bos: bool = False):
+    """A byte-level BPE tokenizer (any text encodes) wrapped as a transformers fast tokenizer; with `post_bos`
+    its defaults put <bos> first, as Gemma's do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
@@ -94,6 +95,9 @@ def build_tokenizer(with_bos: bool = True, vocab_size: int = 320):
         vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     backend.train_from_iterator(CORPUS * 3, trainer=trainer)
+    if post_bos:
+        bos = backend.token_to_id("<bos>")
+        backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
     extra = {"bos_token": "<bos>"} if with_bos else {}
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", **extra)
 
@@ -135,16 +139,18 @@ def tiny_config(arch: str, vocab: int):
 ARCHS = ["gpt2", "llama", "gemma3"]
 
 
-def build_model_dir(root: Path, arch: str, with_bos: bool = True, seed: int = 0, vocab_size: int = 320) -> Path:
+def build_model_dir(
+    root: Path, arch: str, with_bos: bool = True, seed: int = 0, vocab_size: int = 320, post_bos: bool = False
+) -> Path:
     from transformers import AutoModelForCausalLM
 
-    tokenizer = build_tokenizer(with_bos, vocab_size)
+    tokenizer = build_tokenizer(with_bos, vocab_size, post_bos)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer)), dtype=torch.float32)
     with torch.no_grad():  # larger weights than the init's, so predictions differ from uniform
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.2)
-    out = root / f"{arch}{'' if with_bos else '-nobos'}-{seed}"
+    out = root / f"{arch}{'' if with_bos else '-nobos'}{'-postbos' if post_bos else ''}-{seed}"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -35,8 +35,12 @@ def test_score_json_contract(model_dirs, texts) -> None:
     assert data["schema"] == "gptloss.score/v1"
     assert set(data["model"]) == {"spec", "name", "kind", "sha256", "revision", "dtype", "device"}
     assert data["model"]["kind"] == "directory" and data["model"]["dtype"] == "float32"
-    assert set(data["settings"]) == {"max_length", "stride", "bos_policy", "bos_token_id", "batch_size", "versions"}
+    plan_keys = {"max_length", "stride", "bos_policy", "bos_token_id", "batch_size"}
+    assert set(data["settings"]) == plan_keys | {"protocol", "versions"}
     assert set(data["settings"]["versions"]) == {"gptloss", "torch", "transformers", "python"}
+    card = data["settings"]["protocol"]
+    assert card["name"] == "gptloss" and card["tokens_scored"] == data["total"]["tokens_scored"]
+    assert card["context_min"] == 1 and card["tokens_dropped"] == 0 and card["windows"] == 2
     assert [d["source"] for d in data["documents"]] == [str(texts["prose"]), str(texts["german"])]
     for doc in data["documents"]:
         assert set(doc) == TOTAL_KEYS | {"source"}

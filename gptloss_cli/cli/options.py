@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..core.plan import WindowSettings
+from ..core.protocols import FIXED_STRIDE, Protocol
 from ..core.totals import Bootstrap
 from ..core.windows import BosPolicy
 from ..models.spec import DEFAULT_MODEL, Device, Dtype, ModelRequest
@@ -150,10 +151,59 @@ BosOpt = Annotated[
     BosPolicy,
     _option(panel=WINDOW_PANEL, help="Start each window with the BOS token: auto = when the tokenizer has one."),
 ]
+PROTOCOL_HELP = (
+    "Score as another tool does, to get its number: lm-eval (lm-evaluation-harness, rolling windows), llama.cpp "
+    "(llama-perplexity), hf-stride (the transformers docs' strided recipe), gptq (GPTQ/AWQ wikitext chunks); "
+    "gptloss: BOS in every window, every token once."
+)
+ProtocolOpt = Annotated[Protocol, _option(panel=WINDOW_PANEL, help=PROTOCOL_HELP)]
+_WINDOW_PARAMS = {"max_length": MaxLengthOpt, "stride": StrideOpt, "batch_size": BatchSizeOpt, "bos": BosOpt}
+_WINDOW_DEFAULTS = {"batch_size": 8, "bos": BosPolicy.auto, "protocol": Protocol.gptloss}
 WINDOW = OptionGroup(
-    {"max_length": MaxLengthOpt, "stride": StrideOpt, "batch_size": BatchSizeOpt, "bos": BosOpt},
-    lambda max_length, stride, batch_size, bos: WindowSettings(max_length, stride, bos, batch_size),
-    {"batch_size": 8, "bos": BosPolicy.auto},
+    {**_WINDOW_PARAMS, "protocol": ProtocolOpt},
+    lambda max_length, stride, batch_size, bos, protocol: WindowSettings(
+        max_length, stride, bos, batch_size, protocol=protocol
+    ),
+    _WINDOW_DEFAULTS,
+)
+
+
+class ProtocolOrAll(str, Enum):
+    gptloss = "gptloss"
+    lm_eval = "lm-eval"
+    llama_cpp = "llama.cpp"
+    hf_stride = "hf-stride"
+    gptq = "gptq"
+    all = "all"
+
+
+def _every(
+    max_length: int | None, stride: int | None, batch_size: int, bos: BosPolicy, protocol: ProtocolOrAll
+) -> tuple[WindowSettings, ...]:
+    """The settings to run: one protocol's, or with `all` each preset's (given only the options it takes)."""
+    if protocol is not ProtocolOrAll.all:
+        return (WindowSettings(max_length, stride, bos, batch_size, protocol=Protocol(protocol.value)),)
+    return tuple(
+        WindowSettings(
+            max_length,
+            None if p in FIXED_STRIDE else stride,
+            bos if p is Protocol.gptloss else BosPolicy.auto,
+            batch_size,
+            protocol=p,
+        )
+        for p in Protocol
+    )
+
+
+EVERY_WINDOW = OptionGroup(
+    {
+        **_WINDOW_PARAMS,
+        "protocol": Annotated[
+            ProtocolOrAll, _option(panel=WINDOW_PANEL, help=PROTOCOL_HELP + " all: each preset, side by side.")
+        ],
+    },
+    _every,
+    _WINDOW_DEFAULTS | {"protocol": ProtocolOrAll.gptloss},
 )
 
 

@@ -16,7 +16,7 @@ from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
 from .console import emit, progress
 from .inputs import INPUTS
-from .options import MODEL, WINDOW, OutputOpt, ScoreFormat, bootstrap_group, format_option, grouped
+from .options import EVERY_WINDOW, MODEL, OutputOpt, ScoreFormat, bootstrap_group, format_option, grouped
 from .prepare import prepare, warn_all
 
 ScoreFormatOpt = Annotated[
@@ -37,7 +37,7 @@ def score_format(output: Path | None) -> ScoreFormat:
     return {".jsonl": ScoreFormat.jsonl, ".json": ScoreFormat.json}.get(suffix, ScoreFormat.table)
 
 
-@grouped(inputs=INPUTS, model=MODEL, window=WINDOW, bootstrap=bootstrap_group("the corpus PPL"))
+@grouped(inputs=INPUTS, model=MODEL, window=EVERY_WINDOW, bootstrap=bootstrap_group("the corpus PPL"))
 def score(
     fmt: ScoreFormatOpt = None,
     output: OutputOpt = None,
@@ -45,7 +45,7 @@ def score(
     *,
     inputs: InputSettings,
     model: ModelRequest,
-    window: WindowSettings,
+    window: tuple[WindowSettings, ...],
     bootstrap: Bootstrap | None,
 ) -> None:
     """Perplexity, bits per byte and friends for each file (or dataset record) and in total.
@@ -54,18 +54,26 @@ def score(
 
     With -f jsonl (the default for an --output ending in .jsonl) a line per document is written as soon as it
     is done, and --resume carries on a stopped run.
+
+    --protocol reproduces another tool's number (and every result says which protocol made it); --protocol all
+    scores the text under each preset and shows side by side why their numbers differ.
     """
     fmt = fmt or score_format(output)
     if resume and (output is None or fmt is not ScoreFormat.jsonl):
         raise GptlossError("--resume needs --output FILE with -f jsonl (a .jsonl file)")
-    [loaded], documents = prepare(inputs, [model], window.bos)
+    if len(window) > 1:
+        if fmt is ScoreFormat.jsonl:
+            raise GptlossError("--protocol all gives one table (or -f json), not a run file")
+        compare_protocols(inputs, model, window, fmt is ScoreFormat.json, output)
+        return
+    [loaded], documents = prepare(inputs, [model], window[0].bos)
     from ..render.format import to_json
     from ..render.score import score_table
     from ..tasks.documents import unscored
     from ..tasks.runfile import run_jsonl
     from ..tasks.score import ScoreRun
 
-    run = ScoreRun(loaded, documents, window)
+    run = ScoreRun(loaded, documents, window[0])
     run.require_tokens(inputs.dataset)
     described = {**inputs.describe(documents), "sha256": documents_digest(documents)}  # --resume checks it
     with progress("scoring") as bar:
@@ -80,3 +88,17 @@ def score(
         emit(score_table(result), output)
     elif output is not None:  # the lines went to the file: the table to the terminal
         emit(score_table(result), None)
+
+
+def compare_protocols(
+    inputs: InputSettings, model: ModelRequest, presets: tuple[WindowSettings, ...], json: bool, output: Path | None
+) -> None:
+    """The same model and text under each preset: the protocols' totals side by side."""
+    [loaded], documents = prepare(inputs, [model], presets[0].bos)
+    from ..render.format import to_json
+    from ..render.protocols import protocols_json, protocols_table
+    from ..tasks.protocol_runs import score_presets
+
+    with progress("scoring") as bar:
+        runs = score_presets(loaded, documents, presets, bar)
+    emit(to_json(protocols_json(loaded.info, runs)) if json else protocols_table(loaded.info, runs), output)

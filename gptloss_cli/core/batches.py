@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import GptlossError
 from .plan import Plan
-from .windows import TokenizedDocument, Window, plan_windows, window_inputs
+from .protocols import Protocol, document_windows
+from .windows import TokenizedDocument, Window, window_inputs
 
 # Most model inputs (padding included) in one forward pass: activation memory grows with it, and
 # beyond it throughput does not (CPU matmuls are saturated well before; GPUs take more).
@@ -20,21 +22,35 @@ MAX_PADDING = 0.25  # most of a batch's inputs that may be padding
 
 def tokens_to_score(docs: list[TokenizedDocument], plan: Plan, skip: frozenset[int] = frozenset()) -> int:
     """How many tokens the documents not in `skip` will get a loss for (the progress bar's total)."""
-    return sum(doc.n_to_score(plan.has_bos) for i, doc in enumerate(docs) if i not in skip)
+    windows = all_windows(docs, plan, in_order=True)
+    return sum(len(docs[w.doc].scored_positions(w.score_start, w.end)) for w in windows if w.doc not in skip)
 
 
 def all_windows(docs: list[TokenizedDocument], plan: Plan, in_order: bool) -> list[Window]:
-    """Every window that scores a token, of every document: in document order, or longest first
-    (similar lengths share a batch). A window whose tokens the loss mask leaves all out is skipped."""
+    """Every window that scores a token, of every document, as plan.protocol lays them out: in document
+    order, or longest first (similar lengths share a batch). A window whose tokens the loss mask leaves
+    all out is skipped."""
     windows = [
         w
         for i, d in enumerate(docs)
-        for w in plan_windows(i, len(d), plan.max_length, plan.stride, plan.has_bos)
+        for w in document_windows_of(plan, i, d)
         if d.scored is None or d.scored[w.score_start : w.end].any()
     ]
     if not in_order:
         windows.sort(key=lambda w: w.end - w.start, reverse=True)
     return windows
+
+
+def document_windows_of(plan: Plan, index: int, doc: TokenizedDocument) -> list[Window]:
+    """The windows plan.protocol runs over one document (`index`: its place in the run)."""
+    n = len(doc)
+    if plan.protocol is Protocol.llama_cpp and n < 2 * plan.max_length:
+        raise GptlossError(
+            f"{doc.document.source}: {n} tokens; the llama.cpp protocol needs at least 2 x n_ctx = "
+            f"{2 * plan.max_length} (as llama-perplexity does): give a smaller --max-length"
+        )
+    bos, prefix = plan.bos_token_id, plan.prefix_token_id
+    return document_windows(plan.protocol, index, n, plan.max_length, plan.stride, bos, prefix)
 
 
 def batches(windows: list[Window], plan: Plan, device: torch.device) -> Iterator[list[Window]]:
@@ -64,29 +80,29 @@ class BatchInputs:
     mask: torch.Tensor  # (B, T)
     rows: torch.Tensor  # (M,) batch row of each scored token
     cols: torch.Tensor  # (M,) input position of each scored token
-    targets: torch.Tensor  # (M,) = ids[rows, cols]
+    targets: torch.Tensor  # (M,) the scored tokens' ids (= ids[rows, cols] where the row holds them)
     meta: list[tuple[np.ndarray, np.ndarray]]  # per window: (document positions, context lengths)
 
 
 def batch_inputs(docs: list[TokenizedDocument], batch: list[Window], plan: Plan, device: torch.device) -> BatchInputs:
-    """Each window's inputs (BOS first when the plan has one), padded on plan.padding_side."""
-    bos_id = plan.bos_token_id
-    rows_in = [window_inputs(docs[w.doc], w, bos_id) for w in batch]
+    """Each window's inputs (its prefix token first, if any), padded on plan.padding_side."""
+    rows_in = [window_inputs(docs[w.doc], w) for w in batch]
     width = max(len(r) for r in rows_in)
     ids = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
-    prefix = 0 if bos_id is None else 1
-    row_idx, col_idx, meta = [], [], []
+    row_idx, col_idx, targets, meta = [], [], [], []
     for b, (window, row) in enumerate(zip(batch, rows_in, strict=True)):
         pad = width - len(row) if plan.padding_side == "left" else 0
         ids[b, pad : pad + len(row)] = torch.tensor(row)
         mask[b, pad : pad + len(row)] = 1
+        prefix = 0 if window.prefix is None else 1
         doc_pos = docs[window.doc].scored_positions(window.score_start, window.end)  # (k,) document token indices
-        cols = pad + prefix + (doc_pos - window.start)  # (k,) input positions of the targets
+        cols = pad + prefix + (doc_pos - window.start)  # (k,) input positions of the targets (one past a trimmed row)
         row_idx.append(np.full(len(doc_pos), b))
         col_idx.append(cols)
+        targets.append(docs[window.doc].ids[doc_pos])
         meta.append((doc_pos, prefix + doc_pos - window.start))
     rows_t = torch.from_numpy(np.concatenate(row_idx)).to(device)  # (M,)
     cols_t = torch.from_numpy(np.concatenate(col_idx)).to(device)  # (M,)
-    ids, mask = ids.to(device), mask.to(device)
-    return BatchInputs(ids, mask, rows_t, cols_t, ids[rows_t, cols_t], meta)
+    targets_t = torch.from_numpy(np.concatenate(targets).astype(np.int64)).to(device)  # (M,)
+    return BatchInputs(ids.to(device), mask.to(device), rows_t, cols_t, targets_t, meta)

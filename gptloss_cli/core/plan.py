@@ -6,26 +6,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GptlossError
+from ..inputs.document import Document
 from ..models.spec import LoadedModel
-from .windows import BosPolicy, resolve_bos
+from ..models.tokenizer import Tokenizer
+from .protocols import DEFAULT_LENGTH, FIXED_STRIDE, Protocol
+from .windows import BosPolicy, TokenizedDocument, resolve_bos, tokenize
 
 DEFAULT_CONTEXT_CAP = 2048
 
 
 @dataclass(frozen=True)
 class WindowSettings:
-    """What the user asked for; None means the model's default."""
+    """What the user asked for; None means the model's (or the protocol's) default."""
 
     max_length: int | None = None
     stride: int | None = None
     bos: BosPolicy = BosPolicy.auto
     batch_size: int = 8
     padding_side: str = "right"
+    protocol: Protocol = Protocol.gptloss
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Settings resolved against a model. padding_side changes no number, so results do not report it."""
+    """Settings resolved against a model. padding_side changes no number, so results do not report it.
+
+    bos_token_id: the BOS id windows start with (gptloss), or the one a preset puts in (llama.cpp);
+    prefix_token_id: the token before a document's first window (lm-eval: BOS, else EOS);
+    special_tokens: documents are tokenised with the tokenizer's special tokens (its defaults).
+    """
 
     max_length: int
     stride: int
@@ -33,6 +42,9 @@ class Plan:
     bos_token_id: int | None
     batch_size: int
     padding_side: str = "right"
+    protocol: Protocol = Protocol.gptloss
+    prefix_token_id: int | None = None
+    special_tokens: bool = False
 
     @property
     def has_bos(self) -> bool:
@@ -58,12 +70,38 @@ def model_context(model: Any) -> int | None:
 
 
 def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
+    protocol = settings.protocol
+    if protocol is not Protocol.gptloss and settings.bos is not BosPolicy.auto:
+        raise GptlossError(f"--bos {settings.bos.value}: the {protocol.value} protocol fixes where BOS goes")
+    if protocol in FIXED_STRIDE and settings.stride is not None:
+        raise GptlossError(f"--stride: the {protocol.value} protocol fixes how its windows advance")
     context = model_context(loaded.model)
-    max_length = settings.max_length or min(context or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
+    default = min(context or DEFAULT_CONTEXT_CAP, DEFAULT_LENGTH.get(protocol, DEFAULT_CONTEXT_CAP))
+    if protocol is Protocol.lm_eval:
+        default = context or DEFAULT_CONTEXT_CAP  # lm-eval's max_length: the model's whole context
+    max_length = settings.max_length or default
     if context is not None and max_length > context:
         raise GptlossError(f"--max-length {max_length} exceeds this model's context of {context} tokens")
     stride = settings.stride or max_length
     if stride > max_length:
         raise GptlossError(f"--stride {stride} is larger than --max-length {max_length}")
-    bos_id = resolve_bos(loaded.tokenizer, settings.bos)
-    return Plan(max_length, stride, settings.bos.value, bos_id, settings.batch_size, settings.padding_side)
+    tokenizer = loaded.tokenizer
+    bos_id = resolve_bos(tokenizer, settings.bos)
+    common = (max_length, stride, settings.bos.value)
+    if protocol is Protocol.gptloss:
+        return Plan(*common, bos_id, settings.batch_size, settings.padding_side)
+    if protocol is Protocol.lm_eval:
+        prefix = bos_id if bos_id is not None else tokenizer.eos_token_id
+        if prefix is None:
+            raise GptlossError("the lm-eval protocol starts a document with BOS, else EOS: this tokenizer has neither")
+        return Plan(*common, bos_id, settings.batch_size, settings.padding_side, protocol, prefix, True)
+    special = protocol is not Protocol.llama_cpp  # hf-stride, gptq (and lm-eval): the tokenizer's defaults
+    return Plan(*common, bos_id, settings.batch_size, settings.padding_side, protocol, None, special)
+
+
+def tokenize_document(plan: Plan, tokenizer: Tokenizer, document: Document) -> TokenizedDocument:
+    """The document's tokens as plan.protocol sees them: without special tokens (gptloss: windows add BOS),
+    with the tokenizer's defaults (lm-eval, hf-stride, gptq: Gemma's adds BOS), or one stream led by BOS
+    (llama.cpp)."""
+    prepend = plan.bos_token_id if plan.protocol is Protocol.llama_cpp else None
+    return tokenize(tokenizer, document, special=plan.special_tokens, prepend=prepend)

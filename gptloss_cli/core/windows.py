@@ -80,12 +80,18 @@ class TokenizedDocument:
 
 @dataclass(frozen=True)
 class Window:
-    """Tokens [start, end) of document `doc`, scoring tokens [score_start, end)."""
+    """Tokens [start, end) of document `doc`, scoring tokens [score_start, end).
+
+    The model's input is `prefix` (a token id, when set) and then the tokens; with `trim` the last token is
+    left out of the input, as its only role is to be predicted (lm-evaluation-harness's windows are cut so).
+    """
 
     doc: int
     start: int
     end: int
     score_start: int
+    prefix: int | None = None
+    trim: bool = False
 
 
 def resolve_bos(tokenizer: Tokenizer, policy: BosPolicy) -> int | None:
@@ -97,10 +103,15 @@ def resolve_bos(tokenizer: Tokenizer, policy: BosPolicy) -> int | None:
     return tokenizer.bos_token_id
 
 
-def tokenize(tokenizer: Tokenizer, document: Document) -> TokenizedDocument:
-    """Token ids and character offsets of a whole document, with no special tokens added, and the
-    loss mask of its spans."""
-    ids, offsets = tokenizer.encode(document.text)  # (n,), (n, 2)
+def tokenize(
+    tokenizer: Tokenizer, document: Document, special: bool = False, prepend: int | None = None
+) -> TokenizedDocument:
+    """Token ids and character offsets of a whole document, and the loss mask of its spans. No special
+    tokens are added unless `special` (the tokenizer's own post-processing) or `prepend` (one id first)."""
+    ids, offsets = tokenizer.encode(document.text, special)  # (n,), (n, 2)
+    if prepend is not None:
+        ids = np.concatenate([np.array([prepend], dtype=np.int64), ids])  # (n + 1,)
+        offsets = np.concatenate([np.zeros((1, 2), dtype=np.int64), offsets])  # (n + 1, 2)
     ends = np.maximum.accumulate(offsets[:, 1]) if len(ids) else offsets[:, 1]  # (n,)
     tokens = TokenizedDocument(document=document, ids=ids, starts=offsets[:, 0], ends=ends)
     if document.spans is None:
@@ -148,7 +159,7 @@ def plan_windows(doc: int, n_tokens: int, max_length: int, stride: int, has_bos:
     return windows
 
 
-def window_inputs(tokens: TokenizedDocument, window: Window, bos_id: int | None) -> list[int]:
-    """The model's input ids for one window: the BOS token (if any), then the window's tokens."""
-    prefix: Sequence[int] = () if bos_id is None else (bos_id,)
-    return [*prefix, *tokens.ids[window.start : window.end].tolist()]
+def window_inputs(tokens: TokenizedDocument, window: Window) -> list[int]:
+    """The model's input ids for one window: its prefix token (if any), then the window's tokens."""
+    prefix: Sequence[int] = () if window.prefix is None else (window.prefix,)
+    return [*prefix, *tokens.ids[window.start : window.end - window.trim].tolist()]

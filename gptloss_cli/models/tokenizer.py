@@ -24,7 +24,7 @@ from ..errors import GptlossError
 from .gguf_cache import read_json
 
 _LEN = 8  # bytes of each little-endian length prefix on the pipe
-_ENCODE, _DECODE = b"E", b"D"  # request tags
+_ENCODE, _SPECIAL, _DECODE = b"E", b"S", b"D"  # request tags: encode, encode with special tokens, decode
 
 
 class Tokenizer:
@@ -43,6 +43,7 @@ class Tokenizer:
         self._path = path
         self._worker: subprocess.Popen[bytes] | None = None
         self._pieces: dict[int, str] = {}
+        self._eos: tuple[int | None] | None = None  # (eos id,) once known
 
     @classmethod
     def from_hf(cls, hf_tokenizer: Any) -> Tokenizer:
@@ -51,14 +52,17 @@ class Tokenizer:
         if backend is None or not getattr(hf_tokenizer, "is_fast", False):
             raise GptlossError("this model's tokenizer gives no character offsets (a fast tokenizer is needed)")
         bos = getattr(hf_tokenizer, "bos_token_id", None)
+        eos = getattr(hf_tokenizer, "eos_token_id", None)
         template = getattr(hf_tokenizer, "chat_template", None)
         special = {k: v for k, v in getattr(hf_tokenizer, "special_tokens_map", {}).items() if isinstance(v, str)}
-        return cls(
+        tokenizer = cls(
             None if bos is None else int(bos),
             backend=backend,
             chat_template=template if isinstance(template, str) else None,
             special_tokens=special,
         )
+        tokenizer._eos = (None if eos is None else int(eos),)
+        return tokenizer
 
     @classmethod
     def from_dir(cls, directory: Path, bos_token_id: int | None) -> Tokenizer:
@@ -80,6 +84,15 @@ class Tokenizer:
         return tokenizer
 
     @property
+    def eos_token_id(self) -> int | None:
+        """The end-of-sequence token's id (looked up in the vocabulary on first use), or None."""
+        if self._eos is None:
+            name = self.special_tokens.get("eos_token")
+            found = self.backend.token_to_id(name) if name else None
+            self._eos = (None if found is None else int(found),)
+        return self._eos[0]
+
+    @property
     def backend(self) -> Any:
         """The `tokenizers.Tokenizer`, parsed in this process on first use if a child holds it."""
         if self._backend is None:
@@ -88,14 +101,15 @@ class Tokenizer:
             self._backend = Backend.from_file(str(self._path))
         return self._backend
 
-    def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids (n,) and character offsets (n, 2) of `text`, with no special tokens added."""
+    def encode(self, text: str, special: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (n,) and character offsets (n, 2) of `text`; with `special`, the special tokens the
+        tokenizer's post-processor adds (Gemma's BOS, say; offsets (0, 0)), as `tokenizer(text)` gives them."""
         if self._worker is not None:
             try:
-                return _request(self._worker, text)
+                return _request(self._worker, text, special)
             except (OSError, ValueError):
                 self._stop_worker()
-        enc = self.backend.encode(text, add_special_tokens=False)
+        enc = self.backend.encode(text, add_special_tokens=special)
         ids = np.asarray(enc.ids, dtype=np.int64)  # (n,)
         offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)  # (n, 2)
         return ids, offsets
@@ -167,10 +181,10 @@ def _request_pieces(worker: subprocess.Popen[bytes], ids: list[int]) -> list[str
     return [str(t) for t in texts]
 
 
-def _request(worker: subprocess.Popen[bytes], text: str) -> tuple[np.ndarray, np.ndarray]:
+def _request(worker: subprocess.Popen[bytes], text: str, special: bool) -> tuple[np.ndarray, np.ndarray]:
     assert worker.stdin is not None and worker.stdout is not None
     payload = text.encode("utf-8", "surrogatepass")
-    worker.stdin.write(_ENCODE + len(payload).to_bytes(_LEN, "little") + payload)
+    worker.stdin.write((_SPECIAL if special else _ENCODE) + len(payload).to_bytes(_LEN, "little") + payload)
     worker.stdin.flush()
     n = int.from_bytes(_read_exact(worker.stdout, _LEN), "little")
     ids = np.frombuffer(_read_exact(worker.stdout, 8 * n), dtype="<i8").astype(np.int64)  # (n,)
@@ -192,7 +206,7 @@ def _serve(vocab_path: str) -> None:
             sink.flush()
             continue
         text = body.decode("utf-8", "surrogatepass")
-        enc = backend.encode(text, add_special_tokens=False)
+        enc = backend.encode(text, add_special_tokens=tag == _SPECIAL)
         ids = np.asarray(enc.ids, dtype="<i8")
         offsets = np.asarray(enc.offsets, dtype="<i8").reshape(-1, 2)
         sink.write(len(ids).to_bytes(_LEN, "little") + ids.tobytes() + offsets.tobytes())

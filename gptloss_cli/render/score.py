@@ -29,9 +29,10 @@ def _row(name: str, totals: Totals) -> list[str]:
 def _caption(result: ScoreResult) -> str:
     plan = result.plan
     bos = "none" if plan.bos_token_id is None else f"id {plan.bos_token_id}"
-    caption = (
-        f"windows of {plan.max_length} tokens, stride {plan.stride}, BOS {bos}; the CI treats tokens as independent"
-    )
+    caption = f"windows of {plan.max_length} tokens, stride {plan.stride}, BOS {bos}"
+    if result.card is not None:
+        caption = result.card.line()
+    caption += "; the CI treats tokens as independent"
     if len(result.documents) > 1:
         total = result.corpus
         caption += (

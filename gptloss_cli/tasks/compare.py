@@ -18,13 +18,14 @@ from dataclasses import replace
 import numpy as np
 
 from ..core.engine import DocumentLosses, Progress, Scorer, nll_measure, pair_measure
-from ..core.plan import Plan, WindowSettings, make_plan
+from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
 from ..core.totals import Bootstrap, document_totals
-from ..core.windows import TokenizedDocument, tokenize
+from ..core.windows import TokenizedDocument
 from ..core.words import per_word
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
 from .compare_result import CompareResult, DocumentPair
+from .protocols import protocol_card
 
 
 def compare_documents(
@@ -43,8 +44,8 @@ def compare_documents(
         shorter = min(make_plan(a, settings).max_length, make_plan(b, settings).max_length)
         settings = replace(settings, max_length=shorter)
     plan_a, plan_b = make_plan(a, settings), make_plan(b, settings)
-    tok_a = [tokenize(a.tokenizer, d) for d in documents]
-    tok_b = [tokenize(b.tokenizer, d) for d in documents]
+    tok_a = [tokenize_document(plan_a, a.tokenizer, d) for d in documents]
+    tok_b = [tokenize_document(plan_b, b.tokenizer, d) for d in documents]
     same = (
         plan_a.bos_token_id == plan_b.bos_token_id
         and _vocab(a) == _vocab(b)
@@ -56,7 +57,7 @@ def compare_documents(
     else:
         docs = _cross_vocabulary(a, b, tok_a, tok_b, (plan_a, plan_b), progress)
     boot = Bootstrap(bootstrap, seed) if bootstrap else None
-    return CompareResult(a.info, b.info, plan_a, same, docs, top_n, boot)
+    return CompareResult(a.info, b.info, plan_a, same, docs, top_n, boot, protocol_card(plan_a, tok_a))
 
 
 def _vocab(lm: LoadedModel) -> int:

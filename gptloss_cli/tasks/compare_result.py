@@ -14,6 +14,7 @@ from ..core.plan import Plan
 from ..core.totals import Bootstrap, Totals, bootstrap_exp_ci95, stderr
 from ..models.spec import ModelInfo
 from .job import settings_dict
+from .protocols import ProtocolCard
 
 COMPARE_SCHEMA = "gptloss.compare/v1"
 PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -177,6 +178,7 @@ class CompareResult:
     documents: list[DocumentPair]
     top_n: int = 10
     bootstrap: Bootstrap | None = None  # document resamples for the interval of B/A
+    card: ProtocolCard | None = None  # model A's windows (B's are the same when they share a tokenizer)
 
     @property
     def unit(self) -> str:
@@ -220,7 +222,11 @@ class CompareResult:
             "schema": COMPARE_SCHEMA,
             "a": {"model": self.a.to_dict(), "total": self.totals("a").to_dict()},
             "b": {"model": self.b.to_dict(), "total": self.totals("b").to_dict()},
-            "settings": {**settings_dict(self.plan), "same_vocabulary": self.same_vocabulary, "top_n": self.top_n},
+            "settings": {
+                **settings_dict(self.plan, self.card),
+                "same_vocabulary": self.same_vocabulary,
+                "top_n": self.top_n,
+            },
             "documents": [self._document(d) for d in self.documents],
             "paired": self.paired.to_dict(),
             "distribution": None if dist is None else dist.to_dict(),

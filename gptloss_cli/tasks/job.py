@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, Protocol
 
 from .._version import __version__
 from ..core.batches import tokens_to_score
-from ..core.plan import Plan, WindowSettings, make_plan
-from ..core.windows import tokenize
+from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
 from ..inputs.dataset import DatasetOptions
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
 from .documents import nothing_to_score
+from .protocols import ProtocolCard, protocol_card
 
 
 class Tracker(Protocol):
@@ -45,13 +46,14 @@ class Quiet:
 QUIET = Quiet()
 
 
-def settings_dict(plan: Plan) -> dict[str, Any]:
-    """The `settings` block of every result: the plan and the versions that made it."""
+def settings_dict(plan: Plan, card: ProtocolCard | None = None) -> dict[str, Any]:
+    """The `settings` block of every result: the plan, the protocol card and the versions that made it."""
     import torch
     import transformers
 
     return {
         **plan.to_dict(),
+        **({"protocol": card.to_dict()} if card is not None else {}),
         "versions": {
             "gptloss": __version__,
             "torch": torch.__version__,
@@ -69,7 +71,15 @@ class Job:
         self.documents = list(documents)
         self.settings = settings
         self.plan = make_plan(loaded, settings)
-        self.tokenized = [tokenize(loaded.tokenizer, doc) for doc in self.documents]
+        self.tokenized = [tokenize_document(self.plan, loaded.tokenizer, doc) for doc in self.documents]
+
+    @cached_property
+    def card(self) -> ProtocolCard:
+        """How this job's numbers are made (the protocol, its windows and what they score)."""
+        return protocol_card(self.plan, self.tokenized)
+
+    def settings_dict(self) -> dict[str, Any]:
+        return settings_dict(self.plan, self.card)
 
     def tokens_to_score(self, skip: frozenset[int] = frozenset()) -> int:
         """How many tokens get a loss (those of the documents in `skip` left out)."""

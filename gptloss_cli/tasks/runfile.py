@@ -20,13 +20,13 @@ from ..core.totals import Bootstrap, Totals
 from ..errors import GptlossError
 from ..files import LineFile
 from ..inputs.document import Document
-from .job import Tracker, settings_dict
+from .job import Tracker
 from .score import DocumentScore, ScoreResult, ScoreRun
 
 RUN_SCHEMA = "gptloss.score-run/v1"
 # What must match for a resumed run to give the same numbers as an uninterrupted one.
 MODEL_KEYS = ("spec", "sha256", "revision", "dtype", "device")
-PLAN_KEYS = ("max_length", "stride", "bos_policy", "bos_token_id", "batch_size")
+PLAN_KEYS = ("max_length", "stride", "bos_policy", "bos_token_id", "batch_size", "protocol")
 
 
 def line(data: dict[str, Any]) -> str:
@@ -38,7 +38,8 @@ def header(model: dict[str, Any], settings: dict[str, Any], inputs: dict[str, An
 
 
 def document_line(score: DocumentScore) -> dict[str, Any]:
-    return {"index": score.index, "source": score.source, **score.totals.to_dict()}
+    recipe = {} if score.recipe is None else {"recipe_sums": list(score.recipe)}  # hf-stride's own sums
+    return {"index": score.index, "source": score.source, **score.totals.to_dict(), **recipe}
 
 
 def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) -> list[DocumentScore]:
@@ -77,7 +78,9 @@ def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) ->
             totals = Totals.from_dict(record)
         except (KeyError, TypeError, ValueError) as exc:
             raise GptlossError(f"{path} line {number}: not a run record; start over without --resume") from exc
-        done[index] = DocumentScore(record["source"], totals, None, index)
+        sums = record.get("recipe_sums")
+        recipe = None if sums is None else (float(sums[0]), int(sums[1]))
+        done[index] = DocumentScore(record["source"], totals, None, index, recipe)
     _truncate(path, keep)
     return list(done.values())
 
@@ -88,12 +91,20 @@ def _check_header(path: Path, found: dict[str, Any], expected: dict[str, Any]) -
     if found.get("schema") != RUN_SCHEMA or not isinstance(model, dict) or not isinstance(settings, dict):
         raise GptlossError(f"{path}: not a gptloss score run; {again}")
     pairs = [(f"model {k}", model.get(k), expected["model"].get(k)) for k in MODEL_KEYS]
-    pairs += [(k, settings.get(k), expected["settings"].get(k)) for k in PLAN_KEYS]
+    pairs += [(k, _plan_value(settings, k), _plan_value(expected["settings"], k)) for k in PLAN_KEYS]
     for name, was, now in pairs:
         if was != now:
             raise GptlossError(f"{path} was written with another {name} ({was!r}, now {now!r}); {again}")
     if found.get("input") != expected.get("input"):
         raise GptlossError(f"{path} was written from other documents or dataset options; {again}")
+
+
+def _plan_value(settings: dict[str, Any], key: str) -> Any:
+    """A setting a resumed run must share; of the protocol card, its name (files without one: gptloss)."""
+    if key == "protocol":
+        card = settings.get("protocol")
+        return card.get("name") if isinstance(card, dict) else "gptloss"
+    return settings.get(key)
 
 
 def _index(path: Path, number: int, record: dict[str, Any], documents: list[Document]) -> int:
@@ -118,7 +129,7 @@ def run_jsonl(
 ) -> ScoreResult:
     """Score `run`, writing the run file (or a stream) as documents finish; with `resume`, carry on the
     run in the file `output`."""
-    head = header(run.loaded.info.to_dict(), settings_dict(run.plan), inputs)
+    head = header(run.loaded.info.to_dict(), run.settings_dict(), inputs)
     done: list[DocumentScore] = []
     fresh = True
     sink: LineFile | IO[str]

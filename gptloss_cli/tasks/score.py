@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from ..core.batches import document_windows_of
 from ..core.engine import DocumentLosses, Progress, Scorer, nll_measure
 from ..core.plan import Plan, WindowSettings
+from ..core.protocols import Protocol, recipe_sums
 from ..core.totals import Bootstrap, Totals, bootstrap_ci95, document_totals, macro_mean_perplexity
 from ..inputs.document import Document
 from ..models.loader import load_model
 from ..models.spec import DEFAULT_MODEL, Device, Dtype, LoadedModel, ModelInfo
 from .job import QUIET, Job, Tracker, settings_dict
+from .protocols import ProtocolCard, peer_numbers
 
 SCORE_SCHEMA = "gptloss.score/v1"
 
@@ -24,6 +28,7 @@ class DocumentScore:
     totals: Totals
     losses: DocumentLosses | None = None  # per-token detail, not serialised by `score`; None when read back
     index: int = 0  # position in the input
+    recipe: tuple[float, int] | None = None  # hf-stride: the recipe's (Σ window mean x count, Σ count)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, **self.totals.to_dict()}
@@ -39,12 +44,14 @@ class CorpusTotal:
     macro_mean_perplexity: float | None
     bootstrap: Bootstrap | None = None
     bootstrap_ci95: tuple[float, float] | None = None
+    peer: dict[str, Any] | None = None  # the protocol's peer's own numbers, under its names
 
     def to_dict(self) -> dict[str, Any]:
         out = {
             **self.totals.to_dict(),
             "documents": self.documents,
             "macro_mean_perplexity": self.macro_mean_perplexity,
+            **(self.peer or {}),
         }
         if self.bootstrap is not None:
             out["bootstrap_ci95"] = None if self.bootstrap_ci95 is None else list(self.bootstrap_ci95)
@@ -60,9 +67,11 @@ class ScoreResult:
     total: Totals
     bootstrap: Bootstrap | None = None
     inputs: dict[str, Any] | None = None  # the dataset and columns read, when not files
+    card: ProtocolCard | None = None
+    texts: tuple[str, ...] = ()  # the documents' texts, for divisors that count raw words and bytes
 
     def settings(self) -> dict[str, Any]:
-        return settings_dict(self.plan)
+        return settings_dict(self.plan, self.card)
 
     @cached_property
     def corpus(self) -> CorpusTotal:
@@ -70,7 +79,12 @@ class ScoreResult:
         documents takes a while."""
         parts = [d.totals for d in self.documents]
         ci = None if self.bootstrap is None else bootstrap_ci95(parts, self.bootstrap.resamples, self.bootstrap.seed)
-        return CorpusTotal(self.total, len(parts), macro_mean_perplexity(parts), self.bootstrap, ci)
+        peer = None
+        if self.card is not None:
+            recipes = [d.recipe for d in self.documents if d.recipe is not None]
+            recipe = (math.fsum(r[0] for r in recipes), sum(r[1] for r in recipes)) if recipes else None
+            peer = peer_numbers(self.plan, self.texts, self.total, self.card.windows, recipe)
+        return CorpusTotal(self.total, len(parts), macro_mean_perplexity(parts), self.bootstrap, ci, peer)
 
     def total_dict(self) -> dict[str, Any]:
         return self.corpus.to_dict()
@@ -96,7 +110,10 @@ class ScoreRun(Job):
         scorer = Scorer(nll_measure(self.loaded), self.loaded.info.device)
         for i, loss in scorer.documents(self.tokenized, self.plan, progress, skip):
             totals = document_totals(self.tokenized[i], loss.positions, loss.nll)
-            yield DocumentScore(self.documents[i].source, totals, loss if keep_losses else None, i)
+            recipe = None
+            if self.plan.protocol is Protocol.hf_stride:
+                recipe = recipe_sums(document_windows_of(self.plan, i, self.tokenized[i]), loss.positions, loss.nll)
+            yield DocumentScore(self.documents[i].source, totals, loss if keep_losses else None, i, recipe)
 
     def run(
         self, tracker: Tracker = QUIET, bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
@@ -114,7 +131,8 @@ class ScoreRun(Job):
     ) -> ScoreResult:
         ordered = sorted(scores, key=lambda d: d.index)
         total = Totals.combine([d.totals for d in ordered])
-        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, inputs)
+        texts = tuple(d.text for d in self.documents)
+        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, inputs, self.card, texts)
 
 
 def score_documents(

@@ -21,7 +21,7 @@ from ..core.windows import TokenizedDocument
 from ..core.words import word_sums
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
-from .job import Job, settings_dict
+from .job import Job
 
 TOKENS_SCHEMA = "gptloss.tokens/v1"
 
@@ -172,7 +172,7 @@ class TokenRun(Job):
         self.totals: list[Totals | None] = [None] * len(self.documents)
 
     def header(self) -> dict[str, Any]:
-        settings = {**settings_dict(self.plan), "top_k": self.top_k, "unit": self.unit}
+        settings = {**self.settings_dict(), "top_k": self.top_k, "unit": self.unit}
         head = {"schema": TOKENS_SCHEMA, "model": self.loaded.info.to_dict(), "settings": settings}
         return head if self.inputs is None else {**head, "input": self.inputs}
 
