@@ -238,3 +238,41 @@ def test_protocol_all_lists_every_preset(model_dirs, tmp_path: Path) -> None:
     assert gptq["total"] == single["total"]
     table = run("score", path, "-m", model_dirs["llama"], "--protocol", "all", "--max-length", 16)
     assert all(p.value in table.stdout for p in Protocol)
+
+
+def test_run_files_keep_the_recipe_sums(model_dirs, tmp_path: Path) -> None:
+    """A run file's document lines carry hf-stride's own sums, so its total is the same as -f json's."""
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT * 2, encoding="utf-8")
+    common = ("score", path, "-m", model_dirs["llama"], "--protocol", "hf-stride", "--max-length", 16, "--stride", 6)
+    whole = json.loads(run(*common, "-f", "json").stdout)["total"]
+    out = tmp_path / "run.jsonl"
+    assert run(*common, "-o", out).exit_code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0]["settings"]["protocol"]["name"] == "hf-stride" and "recipe_sums" in lines[1]
+    assert lines[-1]["total"]["hf_stride"] == whole["hf_stride"]
+    assert run(*common, "-o", out, "--resume").exit_code == 0  # read back: the same total
+    assert json.loads(out.read_text().splitlines()[-1])["total"] == lines[-1]["total"]
+    refused = run("score", path, "-m", model_dirs["llama"], "--max-length", 16, "--stride", 6, "-o", out, "--resume")
+    one_line_error(refused, "another protocol")
+
+
+def test_tokens_and_compare_take_a_protocol(model_dirs, tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    model = model_dirs["llama"]
+    scored = json.loads(run("score", path, "-m", model, "--protocol", "lm-eval", "-f", "json").stdout)["total"]
+    tokens = json.loads(run("tokens", path, "-m", model, "--protocol", "lm-eval", "-f", "json").stdout)
+    assert tokens["settings"]["protocol"]["name"] == "lm-eval"
+    records = tokens["documents"][0]["tokens"]
+    assert len(records) == scored["tokens_scored"]
+    assert math.isclose(sum(r["nll"] for r in records), scored["nll_sum"], rel_tol=1e-9)
+    compared = json.loads(
+        run("compare", model, model, path, "--protocol", "gptq", "--max-length", 16, "-f", "json").stdout
+    )
+    assert (
+        compared["settings"]["protocol"]["name"] == "gptq"
+        and compared["paired"]["n"] == compared["a"]["total"]["tokens_scored"]
+    )
+    refused = run("tokens", path, "-m", model, "--protocol", "all")  # all is score's: a usage error elsewhere
+    assert refused.exit_code == 2 and "Traceback" not in refused.stderr
