@@ -24,7 +24,7 @@ import torch
 from ..models.spec import LoadedModel
 from .batches import BatchInputs, all_windows, batch_inputs, batches
 from .heads import ModelHead
-from .loss import head_nll, head_stats, logits_nll, logits_stats
+from .loss import head_nll, head_stats, logits_nll, logits_stats, softmax_nll, softmax_stats
 from .pairloss import pair_stats
 from .plan import Plan
 from .windows import TokenizedDocument, Window
@@ -56,12 +56,15 @@ class DocumentLosses(Scored):
     tokens: TokenizedDocument | None = None
 
 
-def nll_measure(loaded: LoadedModel) -> Measure:
-    """NLL only: the cheapest pass (score, compare across tokenizers)."""
+def nll_measure(loaded: LoadedModel, softmax: bool = False) -> Measure:
+    """NLL only: the cheapest pass (score, compare across tokenizers). softmax: with torch's float32
+    log-softmax over the whole vocabulary, as the peers whose numbers a protocol reproduces compute it."""
     head = ModelHead(loaded.model)
 
     def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
         h = head(batch)
+        if softmax:
+            return {"nll": softmax_nll(h, batch.targets)}
         if h.linear is None:
             return {"nll": logits_nll(h.inputs, batch.targets)}
         return {"nll": head_nll(h.inputs, batch.targets, h.linear)}
@@ -69,13 +72,16 @@ def nll_measure(loaded: LoadedModel) -> Measure:
     return measure
 
 
-def stats_measure(loaded: LoadedModel, top_k: int) -> Measure:
-    """NLL, entropy, rank and the top_k most likely tokens, in one pass over the LM head (tokens)."""
+def stats_measure(loaded: LoadedModel, top_k: int, softmax: bool = False) -> Measure:
+    """NLL, entropy, rank and the top_k most likely tokens, in one pass over the LM head (tokens); softmax:
+    as nll_measure."""
     head = ModelHead(loaded.model)
 
     def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
         h = head(batch)
-        if h.linear is None:
+        if softmax:
+            stats = softmax_stats(h, batch.targets, top_k)
+        elif h.linear is None:
             stats = logits_stats(h.inputs, batch.targets, top_k)
         else:
             stats = head_stats(h.inputs, batch.targets, h.linear, top_k)

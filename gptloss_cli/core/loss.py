@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lmhead import LinearHead, OnlineLogSumExp, block_sizes, concat_rows, logits_rows
+from .lmhead import Head, LinearHead, OnlineLogSumExp, block_sizes, concat_rows, logits_rows
 
 
 def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -31,6 +31,28 @@ def logits_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     for lo in range(0, logits.shape[0], rows):
         out[lo : lo + rows] = nll_from_logits(logits[lo : lo + rows], targets[lo : lo + rows])
     return out
+
+
+def softmax_nll(head: Head, targets: torch.Tensor) -> torch.Tensor:
+    """-log_softmax(logits)[target] with torch's float32 log-softmax over the whole vocabulary, a chunk of rows
+    at a time: the arithmetic of transformers' loss and of lm-evaluation-harness. On Gemma's 262,144 entries it
+    reads about 5e-6 lower (relative) than the blocked log-sum-exp, which is exact to ~1e-8. Returns (M,)."""
+    rows = logits_rows(head.vocab)
+    out = torch.empty(targets.shape[0], dtype=torch.float32, device=targets.device)  # (M,)
+    for lo in range(0, targets.shape[0], rows):
+        logp = torch.log_softmax(head.block(slice(lo, lo + rows), 0, head.vocab), dim=-1)  # (m, V)
+        out[lo : lo + rows] = -logp.gather(1, targets[lo : lo + rows].unsqueeze(1)).squeeze(1)
+    return out
+
+
+def softmax_stats(head: Head, targets: torch.Tensor, top_k: int) -> TokenStats:
+    """`logits_stats` on the head's logits, a chunk of rows at a time (the peers' float32 log-softmax)."""
+    rows = logits_rows(head.vocab)
+    parts = [
+        logits_stats(head.block(slice(lo, lo + rows), 0, head.vocab), targets[lo : lo + rows], top_k)
+        for lo in range(0, max(1, targets.shape[0]), rows)
+    ]
+    return TokenStats(*concat_rows([tuple(vars(p).values()) for p in parts]))
 
 
 def head_nll(

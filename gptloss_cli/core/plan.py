@@ -50,6 +50,11 @@ class Plan:
     def has_bos(self) -> bool:
         return self.bos_token_id is not None
 
+    @property
+    def peer_softmax(self) -> bool:
+        """Whether NLL is computed as the peer does (torch's float32 log-softmax over the vocabulary)."""
+        return self.protocol in (Protocol.lm_eval, Protocol.hf_stride, Protocol.gptq)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_length": self.max_length,

@@ -72,6 +72,9 @@ class ProtocolCard:
             "tokens": self.tokens,
             "tokens_scored": self.tokens_scored,
             "tokens_dropped": self.tokens - self.tokens_scored,
+            "log_softmax": "float32 over the whole vocabulary, as the peer computes it"
+            if plan.peer_softmax
+            else "blocked online log-sum-exp in float32 (exact to ~1e-8)",
             "divisor": "tokens, words and bytes" if protocol is Protocol.lm_eval else "tokens",
             "aggregation": AGGREGATION[protocol],
         }

@@ -107,7 +107,7 @@ class ScoreRun(Job):
         self, progress: Progress | None = None, skip: frozenset[int] = frozenset(), keep_losses: bool = True
     ) -> Iterator[DocumentScore]:
         """Each document's score as soon as it is done (not in input order); `skip`: see Scorer.documents."""
-        scorer = Scorer(nll_measure(self.loaded), self.loaded.info.device)
+        scorer = Scorer(nll_measure(self.loaded, self.plan.peer_softmax), self.loaded.info.device)
         for i, loss in scorer.documents(self.tokenized, self.plan, progress, skip):
             totals = document_totals(self.tokenized[i], loss.positions, loss.nll)
             recipe = None

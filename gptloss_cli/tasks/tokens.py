@@ -182,7 +182,8 @@ class TokenRun(Job):
         """(document index, records) in document order; each document's totals are set when it is done
         (and `on_document` called). Token records come a window at a time; word records once per document."""
         words = self.unit == "word"  # words need NLL only
-        measure = nll_measure(self.loaded) if words else stats_measure(self.loaded, self.top_k)
+        softmax = self.plan.peer_softmax
+        measure = nll_measure(self.loaded, softmax) if words else stats_measure(self.loaded, self.top_k, softmax)
         pending: list[Scored] = []
         current = 0
         for window, part in Scorer(measure, self.loaded.info.device).windows(self.tokenized, self.plan, progress):
