@@ -100,13 +100,12 @@ def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
         if prefix is None:
             raise GptlossError("the lm-eval protocol starts a document with BOS, else EOS: this tokenizer has neither")
         return Plan(*common, bos_id, settings.batch_size, settings.padding_side, protocol, prefix, True)
-    special = protocol is not Protocol.llama_cpp  # hf-stride, gptq (and lm-eval): the tokenizer's defaults
-    return Plan(*common, bos_id, settings.batch_size, settings.padding_side, protocol, None, special)
+    if protocol is Protocol.llama_cpp:  # BOS as llama.cpp adds it: when the tokenizer's defaults do (add_bos_token)
+        bos_id = bos_id if tokenizer.adds_bos else None
+    return Plan(*common, bos_id, settings.batch_size, settings.padding_side, protocol, None, True)
 
 
 def tokenize_document(plan: Plan, tokenizer: Tokenizer, document: Document) -> TokenizedDocument:
     """The document's tokens as plan.protocol sees them: without special tokens (gptloss: windows add BOS),
-    with the tokenizer's defaults (lm-eval, hf-stride, gptq: Gemma's adds BOS), or one stream led by BOS
-    (llama.cpp)."""
-    prepend = plan.bos_token_id if plan.protocol is Protocol.llama_cpp else None
-    return tokenize(tokenizer, document, special=plan.special_tokens, prepend=prepend)
+    or with the tokenizer's defaults, as the peers tokenise (Gemma's put BOS first; SmolLM2's do not)."""
+    return tokenize(tokenizer, document, special=plan.special_tokens)

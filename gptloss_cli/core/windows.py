@@ -103,15 +103,10 @@ def resolve_bos(tokenizer: Tokenizer, policy: BosPolicy) -> int | None:
     return tokenizer.bos_token_id
 
 
-def tokenize(
-    tokenizer: Tokenizer, document: Document, special: bool = False, prepend: int | None = None
-) -> TokenizedDocument:
+def tokenize(tokenizer: Tokenizer, document: Document, special: bool = False) -> TokenizedDocument:
     """Token ids and character offsets of a whole document, and the loss mask of its spans. No special
-    tokens are added unless `special` (the tokenizer's own post-processing) or `prepend` (one id first)."""
+    tokens are added unless `special` (the tokenizer's defaults: Gemma's put BOS first, offsets (0, 0))."""
     ids, offsets = tokenizer.encode(document.text, special)  # (n,), (n, 2)
-    if prepend is not None:
-        ids = np.concatenate([np.array([prepend], dtype=np.int64), ids])  # (n + 1,)
-        offsets = np.concatenate([np.zeros((1, 2), dtype=np.int64), offsets])  # (n + 1, 2)
     ends = np.maximum.accumulate(offsets[:, 1]) if len(ids) else offsets[:, 1]  # (n,)
     tokens = TokenizedDocument(document=document, ids=ids, starts=offsets[:, 0], ends=ends)
     if document.spans is None:

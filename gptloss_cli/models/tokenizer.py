@@ -84,6 +84,12 @@ class Tokenizer:
         return tokenizer
 
     @property
+    def adds_bos(self) -> bool:
+        """Whether the tokenizer's defaults (its post-processor) put the BOS token first, as Gemma's do."""
+        ids, _ = self.encode("a", special=True)
+        return self.bos_token_id is not None and len(ids) > 0 and int(ids[0]) == self.bos_token_id
+
+    @property
     def eos_token_id(self) -> int | None:
         """The end-of-sequence token's id (looked up in the vocabulary on first use), or None."""
         if self._eos is None:

@@ -17,14 +17,14 @@ from ..core.windows import TokenizedDocument
 TOKENIZATION = {
     Protocol.gptloss: "no special tokens (each window adds BOS)",
     Protocol.lm_eval: "the tokenizer's defaults (its special tokens), as lm-eval's tok_encode",
-    Protocol.llama_cpp: "one stream per document, BOS first",
+    Protocol.llama_cpp: "one stream per document, the tokenizer's defaults (BOS first when it adds one)",
     Protocol.hf_stride: "the tokenizer's defaults (its special tokens)",
     Protocol.gptq: "the tokenizer's defaults (its special tokens)",
 }
 BOS_RULE = {
     Protocol.gptloss: "BOS starts every window",
     Protocol.lm_eval: "BOS (else EOS) before the first window only",
-    Protocol.llama_cpp: "BOS replaces each chunk's first token",
+    Protocol.llama_cpp: "BOS replaces each chunk's first token (when the tokenizer adds BOS)",
     Protocol.hf_stride: "none added",
     Protocol.gptq: "none added",
 }
