@@ -65,3 +65,31 @@ def test_utf16_is_not_mistaken_for_binary(tmp_path: Path) -> None:
 def test_stdin_only_once() -> None:
     with pytest.raises(GptlossError, match="only once"):
         read_documents(["-", "-"])
+
+
+@pytest.mark.parametrize("pre", ["smollm", "default"])
+def test_gguf_conversion_completes_the_pre_tokenizer(tmp_path: Path, pre: str) -> None:
+    """Where the GGUF file's tokenizer.ggml.pre splits digits one by one (SmolLM2's "smollm"), so does the
+    converted tokenizer; other types are left as transformers converts them."""
+    from conftest import build_tokenizer
+    from gguf import GGUFWriter
+    from tokenizers import Tokenizer
+
+    from gptloss_cli.models.gguf_cache import _fix_pre_tokenizer
+
+    gguf_path = tmp_path / "m.gguf"
+    writer = GGUFWriter(str(gguf_path), "llama")
+    writer.add_tokenizer_pre(pre)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    build_tokenizer().save_pretrained(tmp_path / "tok")
+    before = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json")).encode("bolts: 312").tokens
+    for _ in range(2):  # a second pass changes nothing
+        _fix_pre_tokenizer(gguf_path, tmp_path / "tok")
+    after = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json")).encode("bolts: 312").tokens
+    digits = [t for t in after if any(c.isdigit() for c in t)]
+    if pre == "smollm":
+        assert digits == ["3", "1", "2"] and before != after
+    else:
+        assert after == before

@@ -21,6 +21,11 @@ from ..errors import GptlossError, first_line
 
 ConvertProgress = Callable[[str], None]
 MARKER = "gptloss.json"  # written last: a directory without it is not a finished conversion
+# 2: the tokenizer's pre-tokenizer completed from the file's tokenizer.ggml.pre (see _fix_pre_tokenizer)
+FORMAT = 2
+# llama.cpp pre-tokenizer types that split digits one by one before the byte-level regex, as the models' own
+# tokenizers do; transformers' GGUF conversion keeps only the byte-level part.
+DIGITS_FIRST = frozenset({"smollm"})
 
 
 def cache_dir() -> Path:
@@ -65,14 +70,20 @@ def file_sha256(path: Path) -> str:
 def cached_conversion(path: Path, sha256: str, progress: ConvertProgress | None = None) -> Path:
     """The converted copy of the GGUF file at `path` (whose sha256 is given), converting it if needed."""
     target = converted_dir(sha256)
-    if is_converted(sha256):
+    record = conversion_record(target)
+    if record is not None:
+        if record.get("format", 1) < FORMAT:  # an older conversion: its tokenizer completed in place
+            _fix_pre_tokenizer(path, target)
+            _write_json_atomic(target / MARKER, {**record, "format": FORMAT})
         return target
     notify = progress or (lambda _msg: None)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=target.parent))
     try:
         bos_token_id = _convert(path, work, notify)
-        _write_json_atomic(work / MARKER, {"source": path.name, "sha256": sha256, "bos_token_id": bos_token_id})
+        _fix_pre_tokenizer(path, work)
+        record = {"source": path.name, "sha256": sha256, "bos_token_id": bos_token_id, "format": FORMAT}
+        _write_json_atomic(work / MARKER, record)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(work, target)
     finally:
@@ -106,6 +117,25 @@ def _convert(path: Path, out: Path, notify: ConvertProgress) -> int | None:
     fresh.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return tokenizer.bos_token_id
+
+
+def _fix_pre_tokenizer(path: Path, directory: Path) -> None:
+    """Split digits one by one before the byte-level regex where the GGUF file's tokenizer.ggml.pre says the
+    model's tokenizer does (SmolLM2: "\\n\\n  0." is then tokenised as llama.cpp and the original tokenizer do)."""
+    from gguf import GGUFReader
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    field = GGUFReader(str(path)).fields.get("tokenizer.ggml.pre")
+    pre = bytes(field.parts[field.data[0]]).decode("utf-8", "replace") if field is not None else None
+    if pre not in DIGITS_FIRST:
+        return
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    if "Digits" in json.dumps(json.loads(tokenizer.to_str()).get("pre_tokenizer")):
+        return
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), tokenizer.pre_tokenizer]
+    )
+    tokenizer.save(str(directory / "tokenizer.json"))
 
 
 def read_json(path: Path) -> dict[str, Any]:
