@@ -130,7 +130,10 @@ WINDOW_PANEL = "Windows"
 MaxLengthOpt = Annotated[
     Optional[int],  # noqa: UP045  (typer reads the annotation at run time)
     _option(
-        min=2, panel=WINDOW_PANEL, help="Tokens per window, BOS included (default: the model's context, at most 2048)."
+        min=2,
+        panel=WINDOW_PANEL,
+        help="Tokens per window, BOS included (default: the model's context, at most 2048; "
+        "--protocol llama.cpp: 512, lm-eval: the whole context).",
     ),
 ]
 StrideOpt = Annotated[
