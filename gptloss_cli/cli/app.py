@@ -16,9 +16,11 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from .._version import __version__
+from ..core.distributed import launched_rank
 from ..errors import GptlossError
 from .compare import compare
 from .explain import explain
+from .merge import merge
 from .models import models
 from .score import score
 from .tokens import tokens
@@ -37,15 +39,22 @@ class Commands(TyperGroup):
         except (typer.Exit, typer.Abort, TyperException):  # exits, and usage errors (exit 2)
             raise
         except KeyboardInterrupt:
-            print("gptloss: interrupted", file=sys.stderr)
+            if launched_rank() == 0:
+                print("gptloss: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
         except Exception as exc:
             if os.environ.get("GPTLOSS_DEBUG"):
                 raise
+            rank = launched_rank()
             if isinstance(exc, GptlossError):
+                # Under a launcher every rank meets the same bad input, and a failure during the work reaches
+                # every rank (core.distributed): rank 0 says it once.
+                if rank != 0:
+                    raise typer.Exit(1) from None
                 message = str(exc)
             else:
-                message = f"unexpected error: {type(exc).__name__}: {exc} (GPTLOSS_DEBUG=1 shows the traceback)"
+                where = f"rank {rank}: " if rank else ""
+                message = f"{where}unexpected error: {type(exc).__name__}: {exc} (GPTLOSS_DEBUG=1 shows the traceback)"
             print(f"gptloss: error: {message}", file=sys.stderr)
             raise typer.Exit(1) from None
 
@@ -81,7 +90,7 @@ def help_text(command: Callable[..., Any]) -> str:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
-for _command in (score, tokens, compare, explain, models):
+for _command in (score, tokens, compare, merge, explain, models):
     app.command(help=help_text(_command))(_command)
 
 

@@ -68,7 +68,7 @@ def compare(
     """
     if html is not None:
         require_folder(html)
-    (a, b), documents = prepare(inputs, models, window.bos)
+    (a, b), documents, world = prepare(inputs, models, window.bos)
     if a.info.device != b.info.device:
         raise GptlossError(f"the models ended up on different devices ({a.info.device}, {b.info.device})")
     from ..render.compare import compare_view
@@ -79,12 +79,12 @@ def compare(
 
     boot = bootstrap or Bootstrap(0)
     with progress("comparing") as bar:
-        result = compare_documents(a, b, documents, window, top, bar.advance, boot.resamples, boot.seed)
+        result = compare_documents(a, b, documents, window, top, bar.advance, boot.resamples, boot.seed, world)
     if result.paired.n == 0:
         raise GptlossError("nothing to compare: no token (or word) was scored by both models")
     warn_all(
         empty_warnings([d.source for d in result.documents if len(d.nll_a) == 0], "nothing to compare (0 paired units)")
     )
     emit(to_json(result.to_dict()) if fmt is Format.json else compare_view(result), output)
-    if html is not None:
+    if html is not None and world.leader:
         write_atomic(html, render_compare_report(result))

@@ -1,12 +1,13 @@
 """The only code that talks to the terminal: warnings, the model-loading spinner, progress bars, output.
 
 Results go to stdout or, with --output, to a file that appears only when it is whole; everything else
-goes to stderr.
+goes to stderr. Under torchrun or accelerate launch only rank 0 talks: the other ranks work in silence.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -26,9 +27,15 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ..core.distributed import launched_rank
 from ..files import atomic_file
 from ..models.loader import load_model
 from ..models.spec import LoadedModel, ModelRequest
+
+
+def leader() -> bool:
+    """Whether this process speaks: alone, or rank 0 of a launched job."""
+    return launched_rank() == 0
 
 
 def stderr() -> Console:
@@ -39,18 +46,23 @@ def warn(message: str) -> None:
     """A yellow "warning:" and `message` as plain text (it may hold file names and record text)."""
     from rich.markup import escape
 
+    if not leader():
+        return
     stderr().print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
     """A plain line on stderr."""
+    if not leader():
+        return
     stderr().print(message, highlight=False, soft_wrap=True)
 
 
 def load(request: ModelRequest) -> LoadedModel:
     """Load a model, with a spinner on a terminal and the GGUF conversion's stages as they come."""
     err = stderr()
-    with err.status(f"loading {request.spec}", spinner="dots") if err.is_terminal else nullcontext():
+    spin = err.is_terminal and leader()
+    with err.status(f"loading {request.spec}", spinner="dots") if spin else nullcontext():
         loaded = load_model(
             request.spec,
             device=request.device,
@@ -106,7 +118,7 @@ class Bar:
 def progress(label: str) -> Iterator[Bar]:
     """A progress bar on stderr, shown only on a terminal: tokens, documents, rates and time left."""
     err = stderr()
-    if not err.is_terminal:
+    if not err.is_terminal or not leader():
         yield Bar()
         return
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), _Rates())
@@ -116,6 +128,8 @@ def progress(label: str) -> Iterator[Bar]:
 
 def emit(content: RenderableType | str, output: Path | None) -> None:
     """Print to stdout, or write the whole result to `output` atomically (tables 120 columns wide)."""
+    if not leader():
+        return
     if output is None:
         if isinstance(content, str):
             sys.stdout.write(content)
@@ -132,7 +146,11 @@ def emit(content: RenderableType | str, output: Path | None) -> None:
 
 @contextmanager
 def open_output(path: Path | None) -> Iterator[IO[str]]:
-    """stdout, or a file that appears only when everything was written."""
+    """stdout, or a file that appears only when everything was written (on ranks other than 0: nowhere)."""
+    if not leader():
+        with open(os.devnull, "w", encoding="utf-8") as nowhere:
+            yield nowhere
+        return
     if path is None:
         yield sys.stdout
         return

@@ -8,9 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..core.distributed import Shard
 from ..core.plan import WindowSettings
 from ..core.totals import Bootstrap
 from ..errors import GptlossError
+from ..files import require_folder
 from ..inputs.document import documents_digest
 from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
@@ -29,6 +31,15 @@ ScoreFormatOpt = Annotated[
 ResumeOpt = Annotated[
     bool, typer.Option(help="Carry on the run in --output (jsonl): skip the documents it already holds.")
 ]
+ShardOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--shard",
+        metavar="I/N",
+        help="Score only the I-th of N deterministic shares of the documents (0 <= I < N) into a run file "
+        "(-o FILE.jsonl), for jobs that share no process group (a SLURM array); gptloss merge joins them.",
+    ),
+]
 
 
 def score_format(output: Path | None) -> ScoreFormat:
@@ -42,6 +53,7 @@ def score(
     fmt: ScoreFormatOpt = None,
     output: OutputOpt = None,
     resume: ResumeOpt = False,
+    shard: ShardOpt = None,
     *,
     inputs: InputSettings,
     model: ModelRequest,
@@ -61,19 +73,24 @@ def score(
     fmt = fmt or score_format(output)
     if resume and (output is None or fmt is not ScoreFormat.jsonl):
         raise GptlossError("--resume needs --output FILE with -f jsonl (a .jsonl file)")
+    share = None if shard is None else Shard.parse(shard)
+    if share is not None and (output is None or fmt is not ScoreFormat.jsonl):
+        raise GptlossError("--shard needs --output FILE with -f jsonl (a .jsonl run file, for gptloss merge)")
+    if output is not None:
+        require_folder(output)
     if len(window) > 1:
         if fmt is ScoreFormat.jsonl:
             raise GptlossError("--protocol all gives one table (or -f json), not a run file")
         compare_protocols(inputs, model, window, fmt is ScoreFormat.json, output)
         return
-    [loaded], documents = prepare(inputs, [model], window[0].bos)
+    [loaded], documents, world = prepare(inputs, [model], window[0].bos)
     from ..render.format import to_json
     from ..render.score import score_table
     from ..tasks.documents import unscored
     from ..tasks.runfile import run_jsonl
     from ..tasks.score import ScoreRun
 
-    run = ScoreRun(loaded, documents, window[0])
+    run = ScoreRun(loaded, documents, window[0], world, share)
     run.require_tokens(inputs.dataset)
     described = {**inputs.describe(documents), "sha256": documents_digest(documents)}  # --resume checks it
     with progress("scoring") as bar:
@@ -81,7 +98,7 @@ def score(
             result = run_jsonl(run, output or sys.stdout, resume, described, bootstrap, bar)
         else:
             result = run.run(bar, bootstrap, None if inputs.dataset is None else described)
-    warn_all(unscored(documents, [d.totals for d in result.documents]))
+    warn_all(unscored([documents[d.index] for d in result.documents], [d.totals for d in result.documents]))
     if fmt is ScoreFormat.json:
         emit(to_json(result.to_dict()), output)
     elif fmt is ScoreFormat.table:
@@ -94,11 +111,11 @@ def compare_protocols(
     inputs: InputSettings, model: ModelRequest, presets: tuple[WindowSettings, ...], json: bool, output: Path | None
 ) -> None:
     """The same model and text under each preset: the protocols' totals side by side."""
-    [loaded], documents = prepare(inputs, [model], presets[0].bos)
+    [loaded], documents, world = prepare(inputs, [model], presets[0].bos)
     from ..render.format import to_json
     from ..render.protocols import protocols_json, protocols_table
     from ..tasks.protocol_runs import score_presets
 
     with progress("scoring") as bar:
-        runs = score_presets(loaded, documents, presets, bar)
+        runs = score_presets(loaded, documents, presets, bar, world)
     emit(to_json(protocols_json(loaded.info, runs)) if json else protocols_table(loaded.info, runs), output)

@@ -48,14 +48,14 @@ def tokens(
     """
     if html is not None:
         require_folder(html)
-    [loaded], documents = prepare(inputs, [model], window.bos)
+    [loaded], documents, world = prepare(inputs, [model], window.bos)
     from ..render.html import render_report
     from ..render.tokens import tokens_json, tokens_view
     from ..tasks.documents import unscored
     from ..tasks.tokens import TokenRun
 
     described = None if inputs.dataset is None else inputs.dataset.describe()
-    run = TokenRun(loaded, documents, window, top_k=top_k, unit=unit.value, inputs=described)
+    run = TokenRun(loaded, documents, window, top_k=top_k, unit=unit.value, inputs=described, world=world)
     run.require_tokens(inputs.dataset)
     fmt = fmt or (TokenFormat.table if html is None or output is not None else None)
     keep = html is not None or fmt in (TokenFormat.table, TokenFormat.heatmap, TokenFormat.json)
@@ -74,7 +74,7 @@ def tokens(
     elif fmt in (TokenFormat.table, TokenFormat.heatmap):
         color = output is None and color_terminal()
         emit(tokens_view(documents, collected, run.unit, fmt is TokenFormat.heatmap, color), output)
-    if html is not None:
+    if html is not None and world.leader:
         pages = [
             (d.source, d.text, r, t) for d, r, t in zip(documents, collected, run.totals, strict=True) if t is not None
         ]

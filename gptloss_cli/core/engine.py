@@ -23,6 +23,7 @@ import torch
 
 from ..models.spec import LoadedModel
 from .batches import BatchInputs, all_windows, batch_inputs, batches
+from .distributed import SOLO, RankFailed, World, decode, encode, error_message, share
 from .heads import ModelHead
 from .loss import head_nll, head_stats, logits_nll, logits_stats, softmax_nll, softmax_stats
 from .pairloss import pair_stats
@@ -102,11 +103,13 @@ def pair_measure(a: LoadedModel, b: LoadedModel) -> Measure:
 
 
 class Scorer:
-    """Scores tokenized documents with a measure, on one device."""
+    """Scores tokenized documents with a measure, on one device; in a world of several ranks, each scores
+    its share of the windows and every rank gets every window's values (see core.distributed)."""
 
-    def __init__(self, measure: Measure, device: str | torch.device) -> None:
+    def __init__(self, measure: Measure, device: str | torch.device, world: World = SOLO) -> None:
         self.measure = measure
         self.device = torch.device(device)
+        self.world = world
 
     def score(
         self, docs: list[TokenizedDocument], plan: Plan, progress: Progress | None = None
@@ -121,13 +124,17 @@ class Scorer:
         plan: Plan,
         progress: Progress | None = None,
         skip: frozenset[int] = frozenset(),
+        within: frozenset[int] | None = None,
     ) -> Iterator[tuple[int, DocumentLosses]]:
         """(index, losses) of each document as soon as its last window is scored; windows sorted by
-        length share batches. Documents in `skip` are not scored (see `windows`)."""
+        length share batches. Only the documents `within` (None: all) are scored, as if they were the
+        whole input; of those, the ones in `skip` are not (see `_run`)."""
         windows = all_windows(docs, plan, in_order=False)
+        if within is not None:
+            windows = [w for w in windows if w.doc in within]
         left = Counter(w.doc for w in windows)
         for i, doc in enumerate(docs):
-            if left[i] == 0 and i not in skip:
+            if left[i] == 0 and i not in skip and (within is None or i in within):
                 yield i, assemble(doc, [])
         parts: dict[int, list[Scored]] = defaultdict(list)
         for window, part in self._run(docs, plan, windows, progress, skip):
@@ -141,7 +148,10 @@ class Scorer:
     ) -> Iterator[tuple[Window, Scored]]:
         """Each window's scored tokens in document order, as soon as its batch is done, so a caller
         can stream a document's tokens while the rest is scored."""
-        return self._run(docs, plan, all_windows(docs, plan, in_order=True), progress, frozenset())
+        windows = all_windows(docs, plan, in_order=True)
+        if not self.world.parallel:
+            return self._run(docs, plan, windows, progress, frozenset())
+        return _in_order(windows, self._run(docs, plan, windows, progress, frozenset()))
 
     def _run(
         self,
@@ -154,6 +164,9 @@ class Scorer:
         """The loop. skip: documents whose windows are not wanted. Batches are formed as if nothing were
         skipped and only those holding a wanted window run, so a resumed run scores each remaining window
         in the same batch, with the same padding, as an uninterrupted one: the same numbers, bit for bit."""
+        if self.world.parallel:
+            yield from self._shared(docs, plan, [w for w in windows if w.doc not in skip], progress)
+            return
         with torch.inference_mode():
             for batch in batches(windows, plan, self.device):
                 if all(w.doc in skip for w in batch):
@@ -164,6 +177,32 @@ class Scorer:
                     progress(sum(len(p.positions) for _, p in wanted))
                 yield from wanted
 
+    def _shared(
+        self, docs: list[TokenizedDocument], plan: Plan, windows: list[Window], progress: Progress | None
+    ) -> Iterator[tuple[Window, Scored]]:
+        """The loop on one rank of several: this rank's share in batches, and after each batch every rank's
+        windows of that round, on every rank (a rank with no batch left sends none)."""
+        world = self.world
+        shares = share([w.end - w.start for w in windows], world.size)
+        rounds = [list(batches([windows[i] for i in s], plan, self.device)) for s in shares]
+        number = {id(w): i for i, w in enumerate(windows)}
+        with torch.inference_mode():
+            for r in range(max((len(b) for b in rounds), default=0)):
+                mine = rounds[world.rank][r] if r < len(rounds[world.rank]) else []
+                try:
+                    parts = self._batch(docs, mine, plan) if mine else []
+                    payload = encode([(number[id(w)], _fields(p)) for w, p in zip(mine, parts, strict=True)])
+                except Exception as exc:  # every rank learns of it at this round's exchange
+                    payload = encode([], error_message(exc))
+                received = [decode(p) for p in world.exchange(payload)]
+                failed = [(rank, error) for rank, (_, error) in enumerate(received) if error is not None]
+                if failed:
+                    raise RankFailed(f"rank {failed[0][0]}: {failed[0][1]}")
+                done = [(windows[n], _scored(fields)) for items, _ in received for n, fields in items]
+                if progress:
+                    progress(sum(len(p.positions) for _, p in done))
+                yield from done
+
     def _batch(self, docs: list[TokenizedDocument], batch: list[Window], plan: Plan) -> list[Scored]:
         inputs = batch_inputs(docs, batch, plan, self.device)
         values = {name: _numpy(tensor) for name, tensor in self.measure(inputs).items()}  # name -> (M, ...)
@@ -173,6 +212,27 @@ class Scorer:
             out.append(Scored(positions, context, {name: v[lo:hi] for name, v in values.items()}))
             lo = hi
         return out
+
+
+def _fields(part: Scored) -> dict[str, np.ndarray]:
+    return {"positions": part.positions, "context": part.context, **{f"v.{k}": v for k, v in part.values.items()}}
+
+
+def _scored(fields: dict[str, np.ndarray]) -> Scored:
+    values = {k[2:]: v for k, v in fields.items() if k.startswith("v.")}
+    return Scored(fields["positions"], fields["context"], values)
+
+
+def _in_order(windows: list[Window], stream: Iterator[tuple[Window, Scored]]) -> Iterator[tuple[Window, Scored]]:
+    """A stream of windows in any order, put back in the order of `windows` (held until their turn)."""
+    place = {id(w): i for i, w in enumerate(windows)}
+    held: dict[int, tuple[Window, Scored]] = {}
+    turn = 0
+    for window, part in stream:
+        held[place[id(window)]] = (window, part)
+        while turn in held:
+            yield held.pop(turn)
+            turn += 1
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..core.distributed import SOLO, World
 from ..core.engine import DocumentLosses, Progress, Scorer, nll_measure, pair_measure
 from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
 from ..core.totals import Bootstrap, document_totals
@@ -37,6 +38,7 @@ def compare_documents(
     progress: Progress | None = None,
     bootstrap: int = 0,
     seed: int = 0,
+    world: World = SOLO,
 ) -> CompareResult:
     """Score `documents` with both models and pair the results (see the module docstring)."""
     settings = settings or WindowSettings()
@@ -52,10 +54,10 @@ def compare_documents(
         and all(np.array_equal(x.ids, y.ids) for x, y in zip(tok_a, tok_b, strict=True))
     )
     if same:
-        losses = Scorer(pair_measure(a, b), a.info.device).score(tok_a, plan_a, progress)
+        losses = Scorer(pair_measure(a, b), a.info.device, world).score(tok_a, plan_a, progress)
         docs = [_same_vocabulary(doc, loss) for doc, loss in zip(tok_a, losses, strict=True)]
     else:
-        docs = _cross_vocabulary(a, b, tok_a, tok_b, (plan_a, plan_b), progress)
+        docs = _cross_vocabulary(a, b, tok_a, tok_b, (plan_a, plan_b), progress, world)
     boot = Bootstrap(bootstrap, seed) if bootstrap else None
     return CompareResult(a.info, b.info, plan_a, same, docs, top_n, boot, protocol_card(plan_a, tok_a))
 
@@ -95,9 +97,10 @@ def _cross_vocabulary(
     tok_b: list[TokenizedDocument],
     plans: tuple[Plan, Plan],
     progress: Progress | None,
+    world: World,
 ) -> list[DocumentPair]:
-    losses_a = Scorer(nll_measure(a), a.info.device).score(tok_a, plans[0], progress)
-    losses_b = Scorer(nll_measure(b), b.info.device).score(tok_b, plans[1], progress)
+    losses_a = Scorer(nll_measure(a), a.info.device, world).score(tok_a, plans[0], progress)
+    losses_b = Scorer(nll_measure(b), b.info.device, world).score(tok_b, plans[1], progress)
     out = []
     for ta, tb, la, lb in zip(tok_a, tok_b, losses_a, losses_b, strict=True):
         words_a, nll_a, scored_a = per_word(ta, la.positions, la.nll)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from .._version import __version__
 from ..core.batches import tokens_to_score
+from ..core.distributed import SOLO, World
 from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
 from ..inputs.dataset import DatasetOptions
 from ..inputs.document import Document
@@ -66,10 +67,13 @@ def settings_dict(plan: Plan, card: ProtocolCard | None = None) -> dict[str, Any
 class Job:
     """Documents tokenized and planned for one model."""
 
-    def __init__(self, loaded: LoadedModel, documents: Sequence[Document], settings: WindowSettings) -> None:
+    def __init__(
+        self, loaded: LoadedModel, documents: Sequence[Document], settings: WindowSettings, world: World = SOLO
+    ) -> None:
         self.loaded = loaded
         self.documents = list(documents)
         self.settings = settings
+        self.world = world  # the ranks that share the work (core.distributed); every rank gets every result
         self.plan = make_plan(loaded, settings)
         self.tokenized = [tokenize_document(self.plan, loaded.tokenizer, doc) for doc in self.documents]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..core.distributed import SOLO, World
 from ..core.plan import WindowSettings
 from ..core.protocols import Protocol
 from ..errors import GptlossError
@@ -24,12 +25,16 @@ class PresetRun:
 
 
 def score_presets(
-    loaded: LoadedModel, documents: Sequence[Document], presets: Sequence[WindowSettings], tracker: Tracker
+    loaded: LoadedModel,
+    documents: Sequence[Document],
+    presets: Sequence[WindowSettings],
+    tracker: Tracker,
+    world: World = SOLO,
 ) -> list[PresetRun]:
     runs = []
     for settings in presets:
         try:
-            run = ScoreRun(loaded, documents, settings)
+            run = ScoreRun(loaded, documents, settings, world)
             result = run.run(tracker) if run.tokens_to_score() else None
             runs.append(PresetRun(settings.protocol, result, None if result else "nothing to score"))
         except GptlossError as exc:

@@ -110,15 +110,39 @@ def protocol_card(plan: Plan, tokenized: Sequence[TokenizedDocument]) -> Protoco
     return ProtocolCard(plan, len(windows), sum(len(d) for d in docs), count, lowest, highest, mean)
 
 
-def peer_numbers(
-    plan: Plan, texts: Sequence[str], total: Totals, windows: int, recipe: tuple[float, int] | None
-) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class PeerCounts:
+    """What a peer's figures divide by besides the totals; each adds over documents (and so over shards)."""
+
+    windows: int = 0  # chunks run (llama.cpp, gptq)
+    words: int = 0  # lm-eval: words of the whole texts, as its wikitext task counts them
+    bytes: int = 0  # lm-eval: UTF-8 bytes of the whole texts
+    recipe: tuple[float, int] | None = None  # hf-stride: (Σ window mean x count, Σ count)
+
+    @classmethod
+    def of_texts(cls, texts: Sequence[str], windows: int, recipe: tuple[float, int] | None) -> PeerCounts:
+        words = sum(len(re.split(r"\s+", t)) for t in texts)
+        return cls(windows, words, sum(len(t.encode("utf-8")) for t in texts), recipe)
+
+    @classmethod
+    def combine(cls, parts: Sequence[PeerCounts]) -> PeerCounts:
+        recipes = [p.recipe for p in parts if p.recipe is not None]
+        recipe = (math.fsum(r[0] for r in recipes), sum(r[1] for r in recipes)) if recipes else None
+        return cls(sum(p.windows for p in parts), sum(p.words for p in parts), sum(p.bytes for p in parts), recipe)
+
+    @classmethod
+    def from_peer(cls, peer: dict[str, Any], recipe: tuple[float, int] | None) -> PeerCounts:
+        """Read back from a total's peer block (the `peer_numbers` of a shard)."""
+        block: dict[str, Any] = next(iter(peer.values()), {}) if peer else {}
+        return cls(int(block.get("chunks", 0)), int(block.get("words", 0)), int(block.get("bytes", 0)), recipe)
+
+
+def peer_numbers(protocol: Protocol, total: Totals, counts: PeerCounts) -> dict[str, Any] | None:
     """The peer's own figures, under its names: `{"lm_eval": {...}}` and so on; None for gptloss."""
-    protocol = plan.protocol
+    windows, recipe = counts.windows, counts.recipe
     if protocol is Protocol.lm_eval:
         ll = -total.nll_sum
-        words = sum(len(re.split(r"\s+", t)) for t in texts)  # as lm-eval's wikitext task counts them
-        n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+        words, n_bytes = counts.words, counts.bytes
         return {
             "lm_eval": {
                 "log_likelihood": ll,

@@ -33,13 +33,22 @@ def line(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def header(model: dict[str, Any], settings: dict[str, Any], inputs: dict[str, Any] | None) -> dict[str, Any]:
-    return {"schema": RUN_SCHEMA, "model": model, "settings": settings, "input": inputs}
+def header(run: ScoreRun, inputs: dict[str, Any] | None) -> dict[str, Any]:
+    """The first line: what made the run (a shard's also says which share it holds)."""
+    head = {"schema": RUN_SCHEMA, "model": run.loaded.info.to_dict(), "settings": run.settings_dict(), "input": inputs}
+    return head if run.shard is None else {**head, "shard": run.shard.to_dict()}
 
 
 def document_line(score: DocumentScore) -> dict[str, Any]:
     recipe = {} if score.recipe is None else {"recipe_sums": list(score.recipe)}  # hf-stride's own sums
     return {"index": score.index, "source": score.source, **score.totals.to_dict(), **recipe}
+
+
+def document_score(record: dict[str, Any]) -> DocumentScore:
+    """A document line read back (KeyError, TypeError or ValueError when it is not one)."""
+    sums = record.get("recipe_sums")
+    recipe = None if sums is None else (float(sums[0]), int(sums[1]))
+    return DocumentScore(str(record["source"]), Totals.from_dict(record), None, int(record["index"]), recipe)
 
 
 def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) -> list[DocumentScore]:
@@ -75,12 +84,9 @@ def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) ->
     for number, record in records[1:]:
         index = _index(path, number, record, documents)
         try:
-            totals = Totals.from_dict(record)
+            done[index] = document_score(record)
         except (KeyError, TypeError, ValueError) as exc:
             raise GptlossError(f"{path} line {number}: not a run record; start over without --resume") from exc
-        sums = record.get("recipe_sums")
-        recipe = None if sums is None else (float(sums[0]), int(sums[1]))
-        done[index] = DocumentScore(record["source"], totals, None, index, recipe)
     _truncate(path, keep)
     return list(done.values())
 
@@ -91,15 +97,22 @@ def _check_header(path: Path, found: dict[str, Any], expected: dict[str, Any]) -
     if found.get("schema") != RUN_SCHEMA or not isinstance(model, dict) or not isinstance(settings, dict):
         raise GptlossError(f"{path}: not a gptloss score run; {again}")
     pairs = [(f"model {k}", model.get(k), expected["model"].get(k)) for k in MODEL_KEYS]
-    pairs += [(k, _plan_value(settings, k), _plan_value(expected["settings"], k)) for k in PLAN_KEYS]
+    pairs += [(k, plan_value(settings, k), plan_value(expected["settings"], k)) for k in PLAN_KEYS]
     for name, was, now in pairs:
         if was != now:
             raise GptlossError(f"{path} was written with another {name} ({was!r}, now {now!r}); {again}")
     if found.get("input") != expected.get("input"):
         raise GptlossError(f"{path} was written from other documents or dataset options; {again}")
+    if found.get("shard") != expected.get("shard"):
+        was, now = (_shard_name(x.get("shard")) for x in (found, expected))
+        raise GptlossError(f"{path} holds {was}, this run {now}; {again}")
 
 
-def _plan_value(settings: dict[str, Any], key: str) -> Any:
+def _shard_name(shard: Any) -> str:
+    return "every document" if not isinstance(shard, dict) else f"shard {shard.get('index')}/{shard.get('count')}"
+
+
+def plan_value(settings: dict[str, Any], key: str) -> Any:
     """A setting a resumed run must share; of the protocol card, its name (files without one: gptloss)."""
     if key == "protocol":
         card = settings.get("protocol")
@@ -128,23 +141,33 @@ def run_jsonl(
     tracker: Tracker,
 ) -> ScoreResult:
     """Score `run`, writing the run file (or a stream) as documents finish; with `resume`, carry on the
-    run in the file `output`."""
-    head = header(run.loaded.info.to_dict(), run.settings_dict(), inputs)
+    run in the file `output`. With several ranks, rank 0 reads and writes the file, and tells the others
+    which documents it already holds."""
+    head = header(run, inputs)
+    world = run.world
     done: list[DocumentScore] = []
     fresh = True
-    sink: LineFile | IO[str]
-    if isinstance(output, Path):
-        done = read_run(output, head, run.documents) if resume else []
-        fresh = not done and not (resume and output.exists() and output.stat().st_size)
-        sink = LineFile(output, append=not fresh)
-    else:
-        sink = output
+    sink: LineFile | IO[str] | _Nowhere = _Nowhere()
+    error = None
+    if world.leader:
+        try:
+            if isinstance(output, Path):
+                done = read_run(output, head, run.documents) if resume else []
+                fresh = not done and not (resume and output.exists() and output.stat().st_size)
+                sink = LineFile(output, append=not fresh)
+            else:
+                sink = output
+        except GptlossError as exc:
+            error = exc
+    world.agree(error, named=False)
+    if world.parallel:  # every rank's result holds the documents already done
+        done = [document_score(x) for x in world.broadcast([document_line(d) for d in done])]
     skip = frozenset(d.index for d in done)
     scores = list(done)
     try:
         if fresh:
             _write(sink, head)
-        tracker.start(run.tokens_to_score(skip), len(run.documents) - len(skip))
+        tracker.start(run.tokens_to_score(skip), run.documents_to_score(skip))
         for score in run.scores(tracker.advance, skip=skip, keep_losses=False):
             tracker.document()
             _write(sink, document_line(score))
@@ -157,6 +180,16 @@ def run_jsonl(
     return result
 
 
-def _write(sink: LineFile | IO[str], data: dict[str, Any]) -> None:
+def _write(sink: LineFile | IO[str] | _Nowhere, data: dict[str, Any]) -> None:
     sink.write(line(data))
     sink.flush()
+
+
+class _Nowhere:
+    """Where ranks other than 0 write their run file."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from ..core.batches import document_windows_of
+from ..core.distributed import SOLO, Shard, World
 from ..core.engine import DocumentLosses, Progress, Scorer, nll_measure
 from ..core.plan import Plan, WindowSettings
 from ..core.protocols import Protocol, recipe_sums
@@ -17,7 +18,7 @@ from ..inputs.document import Document
 from ..models.loader import load_model
 from ..models.spec import DEFAULT_MODEL, Device, Dtype, LoadedModel, ModelInfo
 from .job import QUIET, Job, Tracker, settings_dict
-from .protocols import ProtocolCard, peer_numbers
+from .protocols import PeerCounts, ProtocolCard, peer_numbers, protocol_card
 
 SCORE_SCHEMA = "gptloss.score/v1"
 
@@ -83,7 +84,8 @@ class ScoreResult:
         if self.card is not None:
             recipes = [d.recipe for d in self.documents if d.recipe is not None]
             recipe = (math.fsum(r[0] for r in recipes), sum(r[1] for r in recipes)) if recipes else None
-            peer = peer_numbers(self.plan, self.texts, self.total, self.card.windows, recipe)
+            counts = PeerCounts.of_texts(self.texts, self.card.windows, recipe)
+            peer = peer_numbers(self.plan.protocol, self.total, counts)
         return CorpusTotal(self.total, len(parts), macro_mean_perplexity(parts), self.bootstrap, ci, peer)
 
     def total_dict(self) -> dict[str, Any]:
@@ -101,14 +103,42 @@ class ScoreResult:
 
 
 class ScoreRun(Job):
-    """Documents tokenized and planned for one model, scored as a stream of finished documents."""
+    """Documents tokenized and planned for one model, scored as a stream of finished documents; with a
+    shard (I, N), only the I-th of N shares of the documents (Shard)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        documents: Sequence[Document],
+        settings: WindowSettings,
+        world: World = SOLO,
+        shard: Shard | None = None,
+    ) -> None:
+        super().__init__(loaded, documents, settings, world)
+        self.shard = shard
+
+    @cached_property
+    def within(self) -> frozenset[int] | None:
+        """The documents this run scores: all (None), or its shard's."""
+        if self.shard is None:
+            return None
+        return self.shard.documents([len(t) for t in self.tokenized])
+
+    def documents_to_score(self, skip: frozenset[int] = frozenset()) -> int:
+        """How many documents this run scores (those in `skip` left out)."""
+        return len((set(range(len(self.documents))) if self.within is None else self.within) - skip)
+
+    def tokens_to_score(self, skip: frozenset[int] = frozenset()) -> int:
+        others = frozenset() if self.within is None else frozenset(range(len(self.documents))) - self.within
+        return super().tokens_to_score(skip | others)
 
     def scores(
         self, progress: Progress | None = None, skip: frozenset[int] = frozenset(), keep_losses: bool = True
     ) -> Iterator[DocumentScore]:
-        """Each document's score as soon as it is done (not in input order); `skip`: see Scorer.documents."""
-        scorer = Scorer(nll_measure(self.loaded, self.plan.peer_softmax), self.loaded.info.device)
-        for i, loss in scorer.documents(self.tokenized, self.plan, progress, skip):
+        """Each document's score as soon as it is done (not in input order); `skip`: see Scorer.documents.
+        With a shard, only its documents."""
+        scorer = Scorer(nll_measure(self.loaded, self.plan.peer_softmax), self.loaded.info.device, self.world)
+        for i, loss in scorer.documents(self.tokenized, self.plan, progress, skip, self.within):
             totals = document_totals(self.tokenized[i], loss.positions, loss.nll)
             recipe = None
             if self.plan.protocol is Protocol.hf_stride:
@@ -119,7 +149,7 @@ class ScoreRun(Job):
         self, tracker: Tracker = QUIET, bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
     ) -> ScoreResult:
         """Every document scored (per-token losses not kept), reporting to `tracker`."""
-        tracker.start(self.tokens_to_score(), len(self.documents))
+        tracker.start(self.tokens_to_score(), self.documents_to_score())
         scores = []
         for score in self.scores(tracker.advance, keep_losses=False):
             tracker.document()
@@ -131,8 +161,11 @@ class ScoreRun(Job):
     ) -> ScoreResult:
         ordered = sorted(scores, key=lambda d: d.index)
         total = Totals.combine([d.totals for d in ordered])
-        texts = tuple(d.text for d in self.documents)
-        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, inputs, self.card, texts)
+        card = self.card
+        if self.within is not None:  # a shard's card (and its peer numbers) count its own documents
+            card = protocol_card(self.plan, [self.tokenized[i] for i in sorted(self.within)])
+        texts = tuple(self.documents[d.index].text for d in ordered)
+        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, inputs, card, texts)
 
 
 def score_documents(

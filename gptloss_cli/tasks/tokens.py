@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.distributed import SOLO, World
 from ..core.engine import Progress, Scored, Scorer, nll_measure, stats_measure
 from ..core.plan import WindowSettings
 from ..core.totals import LN2, Totals, document_totals
@@ -164,8 +165,9 @@ class TokenRun(Job):
         top_k: int = 5,
         unit: str = "token",
         inputs: dict[str, Any] | None = None,
+        world: World = SOLO,
     ) -> None:
-        super().__init__(loaded, documents, settings)
+        super().__init__(loaded, documents, settings, world)
         self.inputs = inputs  # the dataset and columns read, when not files
         self.top_k = top_k
         self.unit = unit
@@ -180,18 +182,20 @@ class TokenRun(Job):
         self, progress: Progress | None = None, on_document: Callable[[], None] | None = None
     ) -> Iterator[tuple[int, list[AnyRecord]]]:
         """(document index, records) in document order; each document's totals are set when it is done
-        (and `on_document` called). Token records come a window at a time; word records once per document."""
+        (and `on_document` called). Token records come a window at a time; word records once per document.
+        With several ranks, only rank 0 builds records (the others score their share and set the totals)."""
         words = self.unit == "word"  # words need NLL only
         softmax = self.plan.peer_softmax
         measure = nll_measure(self.loaded, softmax) if words else stats_measure(self.loaded, self.top_k, softmax)
         pending: list[Scored] = []
         current = 0
-        for window, part in Scorer(measure, self.loaded.info.device).windows(self.tokenized, self.plan, progress):
+        scorer = Scorer(measure, self.loaded.info.device, self.world)
+        for window, part in scorer.windows(self.tokenized, self.plan, progress):
             while current < window.doc:
                 yield from self._finish(current, pending, on_document)
                 pending, current = [], current + 1
             pending.append(part)
-            if not words:
+            if not words and self.world.leader:
                 yield current, list(token_records(self.tokenized[current], part, self.loaded.tokenizer.pieces))
         while current < len(self.documents):
             yield from self._finish(current, pending, on_document)
@@ -206,5 +210,5 @@ class TokenRun(Job):
         self.totals[doc] = document_totals(tokens, positions, nll)
         if on_document:
             on_document()
-        if self.unit == "word":
+        if self.unit == "word" and self.world.leader:
             yield doc, list(word_records(tokens, positions, nll))

@@ -1,0 +1,152 @@
+"""`merge`: the run files of one job's shards (`score --shard I/N -o FILE.jsonl`) joined into the run file one
+process would have written: the same header (less the shard), every document's line in input order, and the
+total, combined from the per-document sums (Σnll, Σnll², tokens, bytes, words) each line keeps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.protocols import Protocol
+from ..core.totals import Bootstrap, Totals, bootstrap_ci95, macro_mean_perplexity
+from ..errors import GptlossError
+from .protocols import PeerCounts, peer_numbers
+from .runfile import MODEL_KEYS, PLAN_KEYS, RUN_SCHEMA, document_line, document_score, plan_value
+from .score import SCORE_SCHEMA, CorpusTotal, DocumentScore
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """One shard's run file, read whole."""
+
+    path: Path
+    header: dict[str, Any]
+    documents: list[DocumentScore]
+    total: dict[str, Any]
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        shard = self.header.get("shard")
+        return (0, 1) if not isinstance(shard, dict) else (int(shard["index"]), int(shard["count"]))
+
+
+def read_run_file(path: Path) -> RunFile:
+    """A finished run file (header, document lines, total line), or one line saying what is wrong with it."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GptlossError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise GptlossError(f"{path}: not a gptloss score run (not UTF-8 text)") from exc
+    records = []
+    for number, text in enumerate(raw.splitlines(), start=1):
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            raise GptlossError(f"{path} line {number}: not a run record ({exc})") from exc
+        if not isinstance(record, dict):
+            raise GptlossError(f"{path} line {number}: not a run record")
+        records.append((number, record))
+    if not records or records[0][1].get("schema") != RUN_SCHEMA:
+        raise GptlossError(f"{path}: not a gptloss score run (score -o FILE.jsonl writes one)")
+    if "total" not in records[-1][1]:
+        raise GptlossError(f"{path} is not finished (no total line): carry it on with score --resume, then merge")
+    documents = []
+    for number, record in records[1:-1]:
+        try:
+            documents.append(document_score(record))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GptlossError(f"{path} line {number}: not a run record") from exc
+    return RunFile(path, records[0][1], documents, records[-1][1]["total"])
+
+
+def _difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """What makes two headers belong to different jobs, or None."""
+    for key in MODEL_KEYS:
+        if a["model"].get(key) != b["model"].get(key):
+            return f"model {key}"
+    for key in PLAN_KEYS:
+        if plan_value(a["settings"], key) != plan_value(b["settings"], key):
+            return key
+    if a.get("input") != b.get("input"):
+        return "input (documents or dataset options)"
+    return None
+
+
+@dataclass(frozen=True)
+class Merged:
+    header: dict[str, Any]
+    documents: list[DocumentScore]
+    total: CorpusTotal
+
+    def run_lines(self) -> list[dict[str, Any]]:
+        """The run file: header, a line per document in input order, the total."""
+        return [self.header, *(document_line(d) for d in self.documents), {"total": self.total.to_dict()}]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As `score -f json` writes it."""
+        head = {k: v for k, v in self.header.items() if k in ("model", "settings")}
+        described = self.header.get("input")
+        if isinstance(described, dict) and "files" not in described:  # score's JSON names datasets, not files
+            head["input"] = described
+        documents = [d.to_dict() for d in self.documents]
+        return {"schema": SCORE_SCHEMA, **head, "documents": documents, "total": self.total.to_dict()}
+
+
+def merge_runs(paths: Sequence[Path]) -> Merged:
+    """The shards' run files as one run (see the module docstring); refused in one line when they are not
+    the whole of one job: other settings, a shard missing or given twice, a file not finished."""
+    files = [read_run_file(p) for p in paths]
+    first = files[0]
+    for other in files[1:]:
+        differs = _difference(first.header, other.header)
+        if differs is not None:
+            raise GptlossError(f"{first.path} and {other.path} are not shards of one job: their {differs} differs")
+    counts = {f.shard[1] for f in files}
+    if len(counts) > 1:
+        raise GptlossError(
+            "the files split the job in different numbers of shards: "
+            + ", ".join(f"{f.path} is {f.shard[0]}/{f.shard[1]}" for f in files)
+        )
+    count = counts.pop()
+    seen: dict[int, Path] = {}
+    for f in files:
+        if f.shard[0] in seen:
+            raise GptlossError(f"shard {f.shard[0]}/{count} is given twice: {seen[f.shard[0]]} and {f.path}")
+        seen[f.shard[0]] = f.path
+    missing = [f"{i}/{count}" for i in range(count) if i not in seen]
+    if missing:
+        raise GptlossError(f"shard {', '.join(missing)} missing (of {count}): score it with --shard, then merge all")
+    documents: dict[int, DocumentScore] = {}
+    for f in files:
+        for d in f.documents:
+            if d.index in documents:
+                raise GptlossError(f"{f.path}: document {d.index} ({d.source}) is in another shard too")
+            documents[d.index] = d
+    ordered = [documents[i] for i in sorted(documents)]
+    header = {k: v for k, v in first.header.items() if k != "shard"}
+    return Merged(header, ordered, _total(files, ordered))
+
+
+def _total(files: list[RunFile], documents: list[DocumentScore]) -> CorpusTotal:
+    parts = [d.totals for d in documents]
+    total = Totals.combine(parts)
+    boot = files[0].total.get("bootstrap")
+    bootstrap = None if not isinstance(boot, dict) else Bootstrap(int(boot["resamples"]), int(boot["seed"]))
+    ci = None if bootstrap is None else bootstrap_ci95(parts, bootstrap.resamples, bootstrap.seed)
+    card = files[0].header["settings"].get("protocol")
+    protocol = Protocol(card["name"]) if isinstance(card, dict) else Protocol.gptloss
+    recipes = [d.recipe for d in documents if d.recipe is not None]
+    recipe = PeerCounts.combine([PeerCounts(recipe=r) for r in recipes]).recipe
+    counts = PeerCounts.combine([PeerCounts.from_peer(_peer(f.total), None) for f in files])
+    counts = PeerCounts(counts.windows, counts.words, counts.bytes, recipe)
+    peer = peer_numbers(protocol, total, counts)
+    return CorpusTotal(total, len(parts), macro_mean_perplexity(parts), bootstrap, ci, peer)
+
+
+def _peer(total: dict[str, Any]) -> dict[str, Any]:
+    """A total line's peer block ({"lm_eval": {...}} and the like)."""
+    return {k: v for k, v in total.items() if k in ("lm_eval", "llama_cpp", "hf_stride", "gptq")}
