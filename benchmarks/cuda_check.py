@@ -3,11 +3,17 @@
     python benchmarks/cuda_check.py        # on a machine with a CUDA device; prints a line per check, exits 1 on a miss
 
 float32 on both devices must agree per token (NLL, entropy, rank, top-k, KL) to 1e-4; bfloat16 on CUDA is
-reported beside it. No network: the models are built from configs with a tokenizer trained on the spot.
+reported beside it. Then scaling out: a model spread over the GPU and the CPU (--device-map auto with a
+small GPU budget) against one device, and `score` under torchrun with 2 ranks on CUDA (NCCL job, sharing
+the GPUs there are) against one process, to 1e-6 relative. No network: the models are built from configs
+with a tokenizer trained on the spot.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -72,7 +78,44 @@ def main() -> int:
         half = score_documents(load_model(path, Device.cuda, Dtype.bfloat16), docs, SETTINGS)
         ratio = half.total.perplexity / b.total.perplexity
         good &= check(f"{arch} bfloat16", abs(ratio - 1) < 0.05, f"PPL bf16/fp32 {ratio:.4f}")
+    good &= spread_over_devices(root, docs)
+    good &= two_ranks_on_cuda(root)
     return 0 if good else 1
+
+
+def spread_over_devices(root: Path, docs: list[Document]) -> bool:
+    """--device-map auto with a GPU budget of a third of the model: some layers on the GPU, the rest on the CPU."""
+    path = str(build_model_dir(root, "llama", seed=2))
+    whole = load_model(path, Device.cuda, Dtype.float32)
+    size = sum(p.numel() * p.element_size() for p in whole.model.parameters())
+    spread = load_model(path, Device.cuda, Dtype.float32, device_map=True, max_memory={0: size // 3, "cpu": 10**10})
+    places = sorted(set((spread.info.device_map or {}).values()))
+    a, b = score_documents(whole, docs, SETTINGS), score_documents(spread, docs, SETTINGS)
+    rel = abs(a.total.nll_sum - b.total.nll_sum) / a.total.nll_sum
+    return check("device-map auto", rel < 1e-5 and len(places) > 1, f"parts on {places}, rel Δ nll_sum {rel:.2e}")
+
+
+def two_ranks_on_cuda(root: Path) -> bool:
+    """score under torchrun, 2 ranks on CUDA, against one process: same documents, totals within 1e-6."""
+    path = str(build_model_dir(root, "gemma3", seed=3))
+    texts = []
+    for i, text in enumerate(TEXTS * 2):
+        texts.append(root / f"doc{i}.txt")
+        texts[-1].write_text(text * (i + 1), encoding="utf-8")
+    args = ["score", *map(str, texts), "-m", path, "--device", "cuda", "--dtype", "float32", "--max-length", "32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "gptloss_cli", *args, "-f", "json"], capture_output=True, text=True)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    out = root / "two.json"
+    two = subprocess.run(
+        [*launcher, "-m", "gptloss_cli", *args, "-o", str(out)], capture_output=True, text=True, env=env
+    )
+    if one.returncode or two.returncode:
+        return check("torchrun 2 ranks cuda", False, (one.stderr + two.stderr)[-600:])
+    a, b = json.loads(one.stdout)["total"], json.loads(out.read_text())["total"]
+    rel = abs(a["nll_sum"] - b["nll_sum"]) / a["nll_sum"]
+    same = a["tokens_scored"] == b["tokens_scored"]
+    return check("torchrun 2 ranks cuda", rel < 1e-6 and same, f"{a['tokens_scored']} tokens, rel Δ nll_sum {rel:.2e}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ def load(request: ModelRequest) -> LoadedModel:
             dtype=request.dtype,
             trust_remote_code=request.trust_remote_code,
             progress=note,
+            device_map=request.device_map,
         )
     if loaded.info.device == "cpu" and loaded.info.dtype != "float32":
         import torch

@@ -30,6 +30,10 @@ class ScoreFormat(str, Enum):
     jsonl = "jsonl"
 
 
+class DeviceMap(str, Enum):
+    auto = "auto"
+
+
 class TokenFormat(str, Enum):
     table = "table"
     heatmap = "heatmap"
@@ -119,10 +123,26 @@ TrustOpt = Annotated[
         "--trust-remote-code", panel=MODEL_PANEL, help="Allow code shipped with a hub model to run (off by default)."
     ),
 ]
+DeviceMapOpt = Annotated[
+    Optional[DeviceMap],  # noqa: UP045
+    _option(
+        "--device-map",
+        panel=MODEL_PANEL,
+        help="auto: a model bigger than one device is spread over the visible GPUs, then CPU (accelerate); "
+        "the LM head still runs blocked over the vocabulary.",
+    ),
+]
 MODEL = OptionGroup(
     {"model": ModelOpt, "device": DeviceOpt, "dtype": DtypeOpt, "trust_remote_code": TrustOpt},
     lambda model, device, dtype, trust_remote_code: ModelRequest(model, device, dtype, trust_remote_code),
     {"model": DEFAULT_MODEL, "device": Device.auto, "dtype": Dtype.auto, "trust_remote_code": False},
+)
+PLACED_MODEL = OptionGroup(  # score and tokens: a model may also be spread over devices
+    {**MODEL.params, "device_map": DeviceMapOpt},
+    lambda model, device, dtype, trust_remote_code, device_map: ModelRequest(
+        model, device, dtype, trust_remote_code, device_map is not None
+    ),
+    {**MODEL.defaults, "device_map": None},
 )
 
 # Windows: how long texts are cut, batched, and started.

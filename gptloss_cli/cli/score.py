@@ -18,7 +18,7 @@ from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
 from .console import emit, progress
 from .inputs import INPUTS
-from .options import EVERY_WINDOW, MODEL, OutputOpt, ScoreFormat, bootstrap_group, format_option, grouped
+from .options import EVERY_WINDOW, PLACED_MODEL, OutputOpt, ScoreFormat, bootstrap_group, format_option, grouped
 from .prepare import prepare, warn_all
 
 ScoreFormatOpt = Annotated[
@@ -48,7 +48,7 @@ def score_format(output: Path | None) -> ScoreFormat:
     return {".jsonl": ScoreFormat.jsonl, ".json": ScoreFormat.json}.get(suffix, ScoreFormat.table)
 
 
-@grouped(inputs=INPUTS, model=MODEL, window=EVERY_WINDOW, bootstrap=bootstrap_group("the corpus PPL"))
+@grouped(inputs=INPUTS, model=PLACED_MODEL, window=EVERY_WINDOW, bootstrap=bootstrap_group("the corpus PPL"))
 def score(
     fmt: ScoreFormatOpt = None,
     output: OutputOpt = None,

@@ -13,7 +13,7 @@ from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
 from .console import Bar, color_terminal, emit, note, open_output, progress
 from .inputs import INPUTS
-from .options import MODEL, WINDOW, HtmlOpt, OutputOpt, TokenFormat, TopKOpt, Unit, format_option, grouped
+from .options import PLACED_MODEL, WINDOW, HtmlOpt, OutputOpt, TokenFormat, TopKOpt, Unit, format_option, grouped
 from .prepare import prepare, warn_all
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ TokenFormatOpt = Annotated[
 UnitOpt = Annotated[Unit, typer.Option(help="token, or word: whitespace-separated words, NLL summed over tokens.")]
 
 
-@grouped(inputs=INPUTS, model=MODEL, window=WINDOW)
+@grouped(inputs=INPUTS, model=PLACED_MODEL, window=WINDOW)
 def tokens(
     fmt: TokenFormatOpt = None,
     top_k: TopKOpt = 5,

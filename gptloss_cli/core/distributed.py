@@ -112,8 +112,8 @@ def world_from_environment(cuda: bool) -> World:
     import torch.distributed as dist
 
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local)
+    if cuda:  # one GPU per local rank (several ranks share them round-robin when there are fewer)
+        torch.cuda.set_device(local % torch.cuda.device_count())
     if not dist.is_initialized():
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
     return World(rank, size, local)

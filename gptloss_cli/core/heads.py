@@ -55,8 +55,14 @@ class ModelHead:
             "position_ids": position_ids,
             "use_cache": False,
         }
-        rows, cols = batch.rows, batch.cols - 1
         if self.split is not None:
             body, linear = self.split
-            return Head(body(**inputs).last_hidden_state[rows, cols], linear)  # (M, D)
-        return Head(self.model(**inputs).logits[rows, cols], None)  # (M, V): models whose head we cannot split off
+            return Head(_at(body(**inputs).last_hidden_state, batch), linear)  # (M, D)
+        return Head(_at(self.model(**inputs).logits, batch), None)  # (M, V): models whose head we cannot split off
+
+
+def _at(states: torch.Tensor, batch: BatchInputs) -> torch.Tensor:
+    """The states (B, T, ...) that predict the scored tokens, on the batch's device: a model spread over
+    devices (--device-map) ends on another one than it started."""
+    rows, cols = batch.rows.to(states.device), (batch.cols - 1).to(states.device)
+    return states[rows, cols].to(batch.rows.device)

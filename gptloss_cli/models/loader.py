@@ -54,8 +54,12 @@ def load_model(
     dtype: Dtype = Dtype.auto,
     trust_remote_code: bool = False,
     progress: ConvertProgress | None = None,
+    device_map: bool = False,
+    max_memory: dict[int | str, str] | None = None,
 ) -> LoadedModel:
-    """Load `spec` for scoring: eval mode, on `device`, in `dtype`."""
+    """Load `spec` for scoring: eval mode, on `device`, in `dtype`. With `device_map`, a model bigger than
+    one device is placed by accelerate over the visible GPUs, then CPU (`max_memory` caps each, as
+    accelerate takes it); batches go to the LM head's device."""
     source, kind, sha, name = locate(spec, progress)
     # Our own conversion: start parsing tokenizer.json in a child process before torch is imported.
     record = conversion_record(Path(source))
@@ -64,9 +68,19 @@ def load_model(
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    model, tokenizer, revision = _from_pretrained(source, getattr(torch, dt), trust_remote_code, spec, tokenizer)
-    model.to(dev).eval()
-    info = ModelInfo(spec=spec, name=name, kind=kind, sha256=sha, revision=revision, dtype=dt, device=dev)
+    placement = {"device_map": "auto", "max_memory": max_memory} if device_map else {}
+    model, tokenizer, revision = _from_pretrained(
+        source, getattr(torch, dt), trust_remote_code, spec, tokenizer, placement
+    )
+    parts = None
+    if device_map:
+        dev = str(model.get_output_embeddings().weight.device)
+        dev = "cpu" if dev == "meta" else dev  # offloaded weights come to the CPU when used
+        parts = {k: str(v) for k, v in (getattr(model, "hf_device_map", None) or {"": dev}).items()}
+    else:
+        model.to(dev)
+    model.eval()
+    info = ModelInfo(spec, name, kind, sha, revision, dt, dev, parts)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
 
 
@@ -126,7 +140,12 @@ def wheel_file(bundled: Bundled, filename: str) -> tuple[Path, str]:
 
 
 def _from_pretrained(
-    source: str, torch_dtype: Any, trust_remote_code: bool, spec: str, tokenizer: Tokenizer | None
+    source: str,
+    torch_dtype: Any,
+    trust_remote_code: bool,
+    spec: str,
+    tokenizer: Tokenizer | None,
+    placement: dict[str, Any],
 ) -> tuple[Any, Tokenizer, str | None]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -143,7 +162,7 @@ def _from_pretrained(
             raise GptlossError(f"{spec}: not a causal language model (model type {model_type!r})")
         if tokenizer is None:
             tokenizer = Tokenizer.from_hf(AutoTokenizer.from_pretrained(source, **kwargs))
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch_dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch_dtype, **placement, **kwargs)
     except (OSError, ValueError) as exc:
         raise GptlossError(f"{spec}: cannot load the model ({first_line(exc)})") from exc
     return model, tokenizer, getattr(config, "_commit_hash", None)

@@ -61,10 +61,14 @@ class ModelInfo:
     sha256: str | None
     revision: str | None
     dtype: str
-    device: str
+    device: str  # where the batches go: the LM head's device
+    device_map: dict[str, str] | None = None  # with --device-map auto: each part's device (accelerate's map)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        if self.device_map is None:  # results of single-device runs keep their shape
+            del data["device_map"]
+        return data
 
 
 @dataclass
@@ -82,3 +86,4 @@ class ModelRequest:
     device: Device = Device.auto
     dtype: Dtype = Dtype.auto
     trust_remote_code: bool = False
+    device_map: bool = False  # spread over the visible GPUs, then CPU (accelerate's "auto" placement)
