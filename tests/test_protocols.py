@@ -276,3 +276,55 @@ def test_tokens_and_compare_take_a_protocol(model_dirs, tmp_path: Path) -> None:
     )
     refused = run("tokens", path, "-m", model, "--protocol", "all")  # all is score's: a usage error elsewhere
     assert refused.exit_code == 2 and "Traceback" not in refused.stderr
+
+
+def test_presets_report_the_bos_they_add(postbos) -> None:
+    """hf-stride and gptq add no BOS (the tokenizer's own is a token of the document); lm-eval adds its prefix."""
+    bos = postbos.tokenizer.bos_token_id
+    for protocol in (Protocol.hf_stride, Protocol.gptq, Protocol.lm_eval):
+        run_ = ScoreRun(postbos, [Document(TEXT * 3, "t")], WindowSettings(protocol=protocol, max_length=16))
+        assert run_.plan.bos_token_id is None
+        assert run_.tokenized[0].ids[0] == bos  # the tokenizer's defaults put it first
+    lm_eval = ScoreRun(postbos, [Document(TEXT, "t")], WindowSettings(protocol=Protocol.lm_eval, max_length=16))
+    assert lm_eval.plan.prefix_token_id == bos and f"(id {bos})" in lm_eval.card.line()
+    gptq = ScoreRun(postbos, [Document(TEXT * 3, "t")], WindowSettings(protocol=Protocol.gptq, max_length=16))
+    assert "none added;" in gptq.card.line()
+
+
+def test_a_leading_bos_belongs_to_no_word(postbos) -> None:
+    from gptloss_cli.core.windows import tokenize
+    from gptloss_cli.core.words import word_owner, word_sums
+
+    tokens = tokenize(postbos.tokenizer, Document("The cat sat.", "t"), special=True)
+    words, owner = word_owner(tokens)
+    assert tokens.ids[0] == postbos.tokenizer.bos_token_id and owner[0] == -1 and (owner[1:] >= 0).all()
+    nll = np.arange(len(tokens), dtype=np.float64) + 1.0
+    _, _, _, total = word_sums(tokens, np.arange(len(tokens)), nll)
+    assert math.isclose(total.sum(), nll[1:].sum())  # every token's NLL but the BOS's
+
+
+def test_presets_refuse_loss_masks_and_protocol_all_refuses_nothing_scored(model_dirs, tmp_path: Path) -> None:
+    data = tmp_path / "pc.jsonl"
+    data.write_text(json.dumps({"prompt": "Q: two and two? A:", "completion": " four."}) + "\n", encoding="utf-8")
+    masked = ("--dataset", data, "--prompt-column", "prompt", "--completion-column", "completion")
+    model = model_dirs["llama"]
+    one_line_error(run("score", *masked, "-m", model, "--protocol", "lm-eval"), "takes no loss mask")
+    one_line_error(run("compare", model, model, *masked, "--protocol", "gptq"), "takes no loss mask")
+    assert run("score", *masked, "-m", model).exit_code == 0  # gptloss's own protocol masks
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    one_line_error(run("score", empty, "-m", model, "--protocol", "all"), "nothing was scored under any protocol")
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    one_line_error(run("score", text, "-m", model, "--protocol", "all", "--bootstrap", 10), "--bootstrap")
+
+
+def test_compare_under_a_preset_computes_nll_as_score_does(model_dirs, tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT * 2, encoding="utf-8")
+    model = model_dirs["llama"]
+    common = ("--protocol", "lm-eval", "--max-length", 16, "-f", "json")
+    scored = json.loads(run("score", path, "-m", model, *common).stdout)["total"]
+    compared = json.loads(run("compare", model, model, path, *common).stdout)
+    assert compared["a"]["total"]["tokens_scored"] == scored["tokens_scored"]
+    assert math.isclose(compared["a"]["total"]["nll_sum"], scored["nll_sum"], rel_tol=1e-12)

@@ -81,6 +81,8 @@ def score(
     if len(window) > 1:
         if fmt is ScoreFormat.jsonl:
             raise GptlossError("--protocol all gives one table (or -f json), not a run file")
+        if bootstrap is not None:
+            raise GptlossError("--bootstrap gives one protocol's interval: use it with one --protocol, not all")
         compare_protocols(inputs, model, window, fmt is ScoreFormat.json, output)
         return
     [loaded], documents, world = prepare(inputs, [model], window[0].bos)
@@ -118,4 +120,7 @@ def compare_protocols(
 
     with progress("scoring") as bar:
         runs = score_presets(loaded, documents, presets, bar, world)
+    if all(r.result is None for r in runs):
+        reasons = "; ".join(f"{r.protocol.value}: {r.error}" for r in runs)
+        raise GptlossError(f"nothing was scored under any protocol ({reasons})")
     emit(to_json(protocols_json(loaded.info, runs)) if json else protocols_table(loaded.info, runs), output)

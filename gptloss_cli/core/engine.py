@@ -91,13 +91,18 @@ def stats_measure(loaded: LoadedModel, top_k: int, softmax: bool = False) -> Mea
     return measure
 
 
-def pair_measure(a: LoadedModel, b: LoadedModel) -> Measure:
-    """Both models' NLL, KL(P_A || P_B) and top-1 agreement at the same positions (compare)."""
+def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False) -> Measure:
+    """Both models' NLL, KL(P_A || P_B) and top-1 agreement at the same positions (compare); softmax: each
+    NLL as nll_measure computes it then (KL and top-1 from the blocked pass either way)."""
     head_a, head_b = ModelHead(a.model), ModelHead(b.model)
 
     def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
-        stats = pair_stats(head_a(batch), head_b(batch), batch.targets)
-        return {"nll_a": stats.nll_a, "nll_b": stats.nll_b, "kld": stats.kld, "same_top1": stats.top1_a == stats.top1_b}
+        ha, hb = head_a(batch), head_b(batch)
+        stats = pair_stats(ha, hb, batch.targets)
+        nll_a, nll_b = stats.nll_a, stats.nll_b
+        if softmax:
+            nll_a, nll_b = softmax_nll(ha, batch.targets), softmax_nll(hb, batch.targets)
+        return {"nll_a": nll_a, "nll_b": nll_b, "kld": stats.kld, "same_top1": stats.top1_a == stats.top1_b}
 
     return measure
 

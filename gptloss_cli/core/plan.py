@@ -31,7 +31,8 @@ class WindowSettings:
 class Plan:
     """Settings resolved against a model. padding_side changes no number, so results do not report it.
 
-    bos_token_id: the BOS id windows start with (gptloss), or the one a preset puts in (llama.cpp);
+    bos_token_id: the BOS id windows start with (gptloss), or the one a preset puts in (llama.cpp); None
+    where nothing is added (the tokenizer's own BOS, when its defaults add one, is a token of the document);
     prefix_token_id: the token before a document's first window (lm-eval: BOS, else EOS);
     special_tokens: documents are tokenised with the tokenizer's special tokens (its defaults).
     """
@@ -99,9 +100,9 @@ def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
         prefix = bos_id if bos_id is not None else tokenizer.eos_token_id
         if prefix is None:
             raise GptlossError("the lm-eval protocol starts a document with BOS, else EOS: this tokenizer has neither")
-        return Plan(*common, bos_id, settings.batch_size, settings.padding_side, protocol, prefix, True)
-    if protocol is Protocol.llama_cpp:  # BOS as llama.cpp adds it: when the tokenizer's defaults do (add_bos_token)
-        bos_id = bos_id if tokenizer.adds_bos else None
+        return Plan(*common, None, settings.batch_size, settings.padding_side, protocol, prefix, True)
+    # llama.cpp puts BOS in when the tokenizer's defaults add it (add_bos_token); hf-stride and gptq add none
+    bos_id = bos_id if protocol is Protocol.llama_cpp and tokenizer.adds_bos else None
     return Plan(*common, bos_id, settings.batch_size, settings.padding_side, protocol, None, True)
 
 

@@ -17,7 +17,8 @@ def word_owner(tokens: TokenizedDocument) -> tuple[list[tuple[int, int]], np.nda
     """The whitespace words of the text, and for each token the index of its word (-1: none).
 
     A token belongs to the word holding the last non-space character it owns. A token that owns
-    only whitespace (a newline, say) belongs to the next word, or to the last word at the end.
+    only whitespace (a newline, say) belongs to the next word, or to the last word at the end. A
+    zero-width token before all text (the BOS a tokenizer's defaults put first) belongs to none.
     """
     text = tokens.document.text
     words = [(m.start(), m.end()) for m in WORD.finditer(text)]
@@ -38,6 +39,7 @@ def word_owner(tokens: TokenizedDocument) -> tuple[list[tuple[int, int]], np.nda
     owned = last_char >= probe
     following = np.minimum(np.searchsorted(word_starts, ends, side="left"), len(words) - 1)  # (n,)
     owner = np.where(owned, word_of_char[np.maximum(last_char, 0)], following)
+    owner[(ends == starts) & (ends == 0)] = -1  # a zero-width token before all text (BOS): no word's
     return words, owner
 
 

@@ -26,6 +26,7 @@ from ..core.words import per_word
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
 from .compare_result import CompareResult, DocumentPair
+from .documents import refuse_masks
 from .protocols import protocol_card
 
 
@@ -46,6 +47,7 @@ def compare_documents(
         shorter = min(make_plan(a, settings).max_length, make_plan(b, settings).max_length)
         settings = replace(settings, max_length=shorter)
     plan_a, plan_b = make_plan(a, settings), make_plan(b, settings)
+    refuse_masks(plan_a, documents)
     tok_a = [tokenize_document(plan_a, a.tokenizer, d) for d in documents]
     tok_b = [tokenize_document(plan_b, b.tokenizer, d) for d in documents]
     same = (
@@ -54,7 +56,7 @@ def compare_documents(
         and all(np.array_equal(x.ids, y.ids) for x, y in zip(tok_a, tok_b, strict=True))
     )
     if same:
-        losses = Scorer(pair_measure(a, b), a.info.device, world).score(tok_a, plan_a, progress)
+        losses = Scorer(pair_measure(a, b, plan_a.peer_softmax), a.info.device, world).score(tok_a, plan_a, progress)
         docs = [_same_vocabulary(doc, loss) for doc, loss in zip(tok_a, losses, strict=True)]
     else:
         docs = _cross_vocabulary(a, b, tok_a, tok_b, (plan_a, plan_b), progress, world)
@@ -99,8 +101,9 @@ def _cross_vocabulary(
     progress: Progress | None,
     world: World,
 ) -> list[DocumentPair]:
-    losses_a = Scorer(nll_measure(a), a.info.device, world).score(tok_a, plans[0], progress)
-    losses_b = Scorer(nll_measure(b), b.info.device, world).score(tok_b, plans[1], progress)
+    softmax = plans[0].peer_softmax
+    losses_a = Scorer(nll_measure(a, softmax), a.info.device, world).score(tok_a, plans[0], progress)
+    losses_b = Scorer(nll_measure(b, softmax), b.info.device, world).score(tok_b, plans[1], progress)
     out = []
     for ta, tb, la, lb in zip(tok_a, tok_b, losses_a, losses_b, strict=True):
         words_a, nll_a, scored_a = per_word(ta, la.positions, la.nll)

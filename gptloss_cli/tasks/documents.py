@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..core.plan import Plan
+from ..core.protocols import Protocol
 from ..core.totals import Totals
 from ..core.windows import BosPolicy, resolve_bos
 from ..errors import GptlossError
@@ -60,3 +62,13 @@ def nothing_to_score(documents: Sequence[Document], dataset: DatasetOptions | No
         return GptlossError(f"{dataset.name}: nothing to score: no record has a token in {what}")
     which = documents[0].source if len(documents) == 1 else "none of the inputs"
     return GptlossError(f"{which}: nothing to score (no token has a preceding token or BOS to be predicted from)")
+
+
+def refuse_masks(plan: Plan, documents: Sequence[Document]) -> None:
+    """A preset reproduces a peer's score of whole texts, which no peer masks: refuse a loss mask under one."""
+    if plan.protocol is Protocol.gptloss or all(d.spans is None for d in documents):
+        return
+    raise GptlossError(
+        f"--protocol {plan.protocol.value} reproduces its tool's score of whole texts, which takes no loss mask "
+        "(--completion-column, --messages-column, --span-column): drop the mask or the protocol"
+    )

@@ -14,7 +14,7 @@ from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
 from ..inputs.dataset import DatasetOptions
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
-from .documents import nothing_to_score
+from .documents import nothing_to_score, refuse_masks
 from .protocols import ProtocolCard, protocol_card
 
 
@@ -75,6 +75,7 @@ class Job:
         self.settings = settings
         self.world = world  # the ranks that share the work (core.distributed); every rank gets every result
         self.plan = make_plan(loaded, settings)
+        refuse_masks(self.plan, self.documents)
         self.tokenized = [tokenize_document(self.plan, loaded.tokenizer, doc) for doc in self.documents]
 
     @cached_property

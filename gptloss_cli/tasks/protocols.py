@@ -82,7 +82,8 @@ class ProtocolCard:
     def line(self) -> str:
         """The card in one line, for a table's caption."""
         plan = self.plan
-        bos = BOS_RULE[plan.protocol] + ("" if plan.bos_token_id is None else f" (id {plan.bos_token_id})")
+        added = plan.bos_token_id if plan.bos_token_id is not None else plan.prefix_token_id
+        bos = BOS_RULE[plan.protocol] + ("" if added is None else f" (id {added})")
         if plan.protocol is Protocol.gptloss and plan.bos_token_id is None:
             bos = "no BOS token"
         stride = f", stride {plan.stride}" if plan.protocol in (Protocol.gptloss, Protocol.hf_stride) else ""

@@ -26,7 +26,7 @@ from .score import DocumentScore, ScoreResult, ScoreRun
 RUN_SCHEMA = "gptloss.score-run/v1"
 # What must match for a resumed run to give the same numbers as an uninterrupted one.
 MODEL_KEYS = ("spec", "sha256", "revision", "dtype", "device")
-PLAN_KEYS = ("max_length", "stride", "bos_policy", "bos_token_id", "batch_size", "protocol")
+PLAN_KEYS = ("protocol", "max_length", "stride", "bos_policy", "bos_token_id", "batch_size")
 
 
 def line(data: dict[str, Any]) -> str:
