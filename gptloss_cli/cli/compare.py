@@ -74,6 +74,7 @@ def compare(
     from ..render.compare import compare_view
     from ..render.format import to_json
     from ..render.html import render_compare_report
+    from ..tasks.analyses import detection_warnings
     from ..tasks.compare import compare_documents
     from ..tasks.documents import empty_warnings
 
@@ -85,6 +86,7 @@ def compare(
     warn_all(
         empty_warnings([d.source for d in result.documents if len(d.nll_a) == 0], "nothing to compare (0 paired units)")
     )
+    warn_all(detection_warnings(result.detection))
     emit(to_json(result.to_dict()) if fmt is Format.json else compare_view(result), output)
     if html is not None and world.leader:
         write_atomic(html, render_compare_report(result))

@@ -56,6 +56,10 @@ _DATASET_PARAMS: dict[str, Any] = {
     "span_column": _text(
         "Column with \\[\\[start, end], ...] character spans of the text: only their tokens are scored."
     ),
+    "label_column": _text(
+        "Column with each record's class, 0/1 or true/false: score and compare report how well each "
+        "per-document score separates them (AUROC, TPR at 1% and 5% FPR)."
+    ),
     "limit": Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(min=1, help="Read at most this many records.", rich_help_panel=PANEL),

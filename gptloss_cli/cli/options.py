@@ -88,7 +88,7 @@ MaybeText = Optional[str]  # noqa: UP045  (typer reads annotations at run time)
 
 def text_option(help: str, panel: str | None = None) -> Any:
     """An option whose default (none) goes unshown: for Optional[str] values."""
-    return _option(help=help, panel=panel, show_default=False)
+    return panel_option(help=help, panel=panel, show_default=False)
 
 
 def format_option(help: str) -> Any:
@@ -96,7 +96,7 @@ def format_option(help: str) -> Any:
     return typer.Option("--format", "-f", help=help, show_default=False)
 
 
-def _option(*names: str, panel: str | None = None, **kwargs: Any) -> Any:
+def panel_option(*names: str, panel: str | None = None, **kwargs: Any) -> Any:
     return typer.Option(*names, rich_help_panel=panel, **kwargs)
 
 
@@ -104,7 +104,7 @@ def _option(*names: str, panel: str | None = None, **kwargs: Any) -> Any:
 MODEL_PANEL = "Model"
 ModelOpt = Annotated[
     str,
-    _option(
+    panel_option(
         "--model",
         "-m",
         panel=MODEL_PANEL,
@@ -112,20 +112,21 @@ ModelOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    Device, _option(panel=MODEL_PANEL, help="Where to run the model; auto: cuda, else mps, else cpu.")
+    Device, panel_option(panel=MODEL_PANEL, help="Where to run the model; auto: cuda, else mps, else cpu.")
 ]
 DtypeOpt = Annotated[
-    Dtype, _option(panel=MODEL_PANEL, help="Weights and activations dtype; auto: float32 on CPU/MPS, bfloat16 on CUDA.")
+    Dtype,
+    panel_option(panel=MODEL_PANEL, help="Weights and activations dtype; auto: float32 on CPU/MPS, bfloat16 on CUDA."),
 ]
 TrustOpt = Annotated[
     bool,
-    _option(
+    panel_option(
         "--trust-remote-code", panel=MODEL_PANEL, help="Allow code shipped with a hub model to run (off by default)."
     ),
 ]
 DeviceMapOpt = Annotated[
     Optional[DeviceMap],  # noqa: UP045
-    _option(
+    panel_option(
         "--device-map",
         panel=MODEL_PANEL,
         help="auto: a model bigger than one device is spread over the visible GPUs, then CPU (accelerate); "
@@ -149,7 +150,7 @@ PLACED_MODEL = OptionGroup(  # score and tokens: a model may also be spread over
 WINDOW_PANEL = "Windows"
 MaxLengthOpt = Annotated[
     Optional[int],  # noqa: UP045  (typer reads the annotation at run time)
-    _option(
+    panel_option(
         min=2,
         panel=WINDOW_PANEL,
         help="Tokens per window, BOS included (default: the model's context, at most 2048; "
@@ -158,7 +159,7 @@ MaxLengthOpt = Annotated[
 ]
 StrideOpt = Annotated[
     Optional[int],  # noqa: UP045
-    _option(
+    panel_option(
         min=1,
         panel=WINDOW_PANEL,
         help="New tokens per window; the rest of the window is context (default: max-length).",
@@ -166,20 +167,20 @@ StrideOpt = Annotated[
 ]
 BatchSizeOpt = Annotated[
     int,
-    _option(
+    panel_option(
         min=1, panel=WINDOW_PANEL, help="Most windows per forward pass (fewer when they exceed 8,192 tokens on CPU)."
     ),
 ]
 BosOpt = Annotated[
     BosPolicy,
-    _option(panel=WINDOW_PANEL, help="Start each window with the BOS token: auto = when the tokenizer has one."),
+    panel_option(panel=WINDOW_PANEL, help="Start each window with the BOS token: auto = when the tokenizer has one."),
 ]
 PROTOCOL_HELP = (
     "Score as another tool does, to get its number: lm-eval (lm-evaluation-harness, rolling windows), llama.cpp "
     "(llama-perplexity), hf-stride (the transformers docs' strided recipe), gptq (GPTQ/AWQ wikitext chunks); "
     "gptloss: BOS in every window, every token once."
 )
-ProtocolOpt = Annotated[Protocol, _option(panel=WINDOW_PANEL, help=PROTOCOL_HELP)]
+ProtocolOpt = Annotated[Protocol, panel_option(panel=WINDOW_PANEL, help=PROTOCOL_HELP)]
 _WINDOW_PARAMS = {"max_length": MaxLengthOpt, "stride": StrideOpt, "batch_size": BatchSizeOpt, "bos": BosOpt}
 _WINDOW_DEFAULTS = {"batch_size": 8, "bos": BosPolicy.auto, "protocol": Protocol.gptloss}
 WINDOW = OptionGroup(
@@ -222,7 +223,7 @@ EVERY_WINDOW = OptionGroup(
     {
         **_WINDOW_PARAMS,
         "protocol": Annotated[
-            ProtocolOrAll, _option(panel=WINDOW_PANEL, help=PROTOCOL_HELP + " all: each preset, side by side.")
+            ProtocolOrAll, panel_option(panel=WINDOW_PANEL, help=PROTOCOL_HELP + " all: each preset, side by side.")
         ],
     },
     _every,

@@ -16,9 +16,19 @@ from ..files import require_folder
 from ..inputs.document import documents_digest
 from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
+from .analysis import ANALYSES, AnalysisSettings
 from .console import emit, progress
 from .inputs import INPUTS
-from .options import EVERY_WINDOW, PLACED_MODEL, OutputOpt, ScoreFormat, bootstrap_group, format_option, grouped
+from .options import (
+    EVERY_WINDOW,
+    PLACED_MODEL,
+    OptionGroup,
+    OutputOpt,
+    ScoreFormat,
+    bootstrap_group,
+    format_option,
+    grouped,
+)
 from .prepare import prepare, warn_all
 
 ScoreFormatOpt = Annotated[
@@ -28,18 +38,24 @@ ScoreFormatOpt = Annotated[
         "Default: from the --output suffix (.json, .jsonl), else table.",
     ),
 ]
-ResumeOpt = Annotated[
-    bool, typer.Option(help="Carry on the run in --output (jsonl): skip the documents it already holds.")
-]
-ShardOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(
-        "--shard",
-        metavar="I/N",
-        help="Score only the I-th of N deterministic shares of the documents (0 <= I < N) into a run file "
-        "(-o FILE.jsonl), for jobs that share no process group (a SLURM array); gptloss merge joins them.",
-    ),
-]
+RUN_FILE = OptionGroup(
+    {
+        "resume": Annotated[
+            bool, typer.Option(help="Carry on the run in --output (jsonl): skip the documents it already holds.")
+        ],
+        "shard": Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option(
+                "--shard",
+                metavar="I/N",
+                help="Score only the I-th of N deterministic shares of the documents (0 <= I < N) into a run file "
+                "(-o FILE.jsonl), for jobs that share no process group (a SLURM array); gptloss merge joins them.",
+            ),
+        ],
+    },
+    lambda resume, shard: (resume, None if shard is None else Shard.parse(shard)),
+    {"resume": False, "shard": None},
+)
 
 
 def score_format(output: Path | None) -> ScoreFormat:
@@ -48,17 +64,24 @@ def score_format(output: Path | None) -> ScoreFormat:
     return {".jsonl": ScoreFormat.jsonl, ".json": ScoreFormat.json}.get(suffix, ScoreFormat.table)
 
 
-@grouped(inputs=INPUTS, model=PLACED_MODEL, window=EVERY_WINDOW, bootstrap=bootstrap_group("the corpus PPL"))
+@grouped(
+    inputs=INPUTS,
+    model=PLACED_MODEL,
+    window=EVERY_WINDOW,
+    analyses=ANALYSES,
+    bootstrap=bootstrap_group("the corpus PPL"),
+    run_file=RUN_FILE,
+)
 def score(
     fmt: ScoreFormatOpt = None,
     output: OutputOpt = None,
-    resume: ResumeOpt = False,
-    shard: ShardOpt = None,
     *,
     inputs: InputSettings,
     model: ModelRequest,
     window: tuple[WindowSettings, ...],
+    analyses: AnalysisSettings,
     bootstrap: Bootstrap | None,
+    run_file: tuple[bool, Shard | None],
 ) -> None:
     """Perplexity, bits per byte and friends for each file (or dataset record) and in total.
 
@@ -71,28 +94,26 @@ def score(
     scores the text under each preset and shows side by side why their numbers differ.
     """
     fmt = fmt or score_format(output)
-    if resume and (output is None or fmt is not ScoreFormat.jsonl):
-        raise GptlossError("--resume needs --output FILE with -f jsonl (a .jsonl file)")
-    share = None if shard is None else Shard.parse(shard)
-    if share is not None and (output is None or fmt is not ScoreFormat.jsonl):
-        raise GptlossError("--shard needs --output FILE with -f jsonl (a .jsonl run file, for gptloss merge)")
-    if output is not None:
-        require_folder(output)
+    resume, share = run_file
+    check_combination(fmt, output, run_file, analyses, window, bootstrap)
+    if analyses.context_lengths:
+        context_curve_command(inputs, model, window[0], analyses.context_lengths, fmt is ScoreFormat.json, output)
+        return
     if len(window) > 1:
-        if fmt is ScoreFormat.jsonl:
-            raise GptlossError("--protocol all gives one table (or -f json), not a run file")
-        if bootstrap is not None:
-            raise GptlossError("--bootstrap gives one protocol's interval: use it with one --protocol, not all")
         compare_protocols(inputs, model, window, fmt is ScoreFormat.json, output)
         return
     [loaded], documents, world = prepare(inputs, [model], window[0].bos)
+    from rich.console import Group
+
+    from ..render.analyses import analyses_view
     from ..render.format import to_json
     from ..render.score import score_table
+    from ..tasks.analyses import detection_warnings
     from ..tasks.documents import unscored
     from ..tasks.runfile import run_jsonl
     from ..tasks.score import ScoreRun
 
-    run = ScoreRun(loaded, documents, window[0], world, share)
+    run = ScoreRun(loaded, documents, window[0], world, share, analyses.analyses)
     run.require_tokens(inputs.dataset)
     described = {**inputs.describe(documents), "sha256": documents_digest(documents)}  # --resume checks it
     with progress("scoring") as bar:
@@ -101,12 +122,41 @@ def score(
         else:
             result = run.run(bar, bootstrap, None if inputs.dataset is None else described)
     warn_all(unscored([documents[d.index] for d in result.documents], [d.totals for d in result.documents]))
+    warn_all(detection_warnings(result.corpus.detection))
     if fmt is ScoreFormat.json:
         emit(to_json(result.to_dict()), output)
     elif fmt is ScoreFormat.table:
-        emit(score_table(result), output)
+        emit(Group(score_table(result), *analyses_view(result)), output)
     elif output is not None:  # the lines went to the file: the table to the terminal
-        emit(score_table(result), None)
+        emit(Group(score_table(result), *analyses_view(result)), None)
+
+
+def check_combination(
+    fmt: ScoreFormat,
+    output: Path | None,
+    run_file: tuple[bool, Shard | None],
+    analyses: AnalysisSettings,
+    window: tuple[WindowSettings, ...],
+    bootstrap: Bootstrap | None,
+) -> None:
+    """One line for options that do not go together, before anything is read or loaded."""
+    resume, share = run_file
+    if resume and (output is None or fmt is not ScoreFormat.jsonl):
+        raise GptlossError("--resume needs --output FILE with -f jsonl (a .jsonl file)")
+    if share is not None and (output is None or fmt is not ScoreFormat.jsonl):
+        raise GptlossError("--shard needs --output FILE with -f jsonl (a .jsonl run file, for gptloss merge)")
+    if output is not None:
+        require_folder(output)
+    if analyses.context_lengths:
+        if fmt is ScoreFormat.jsonl or share is not None or len(window) > 1:
+            raise GptlossError("--context-lengths gives one table (or -f json): no run file, shard or --protocol")
+        if window[0].max_length is not None or window[0].stride is not None:
+            raise GptlossError("--context-lengths sets the windows itself: drop --max-length and --stride")
+    if len(window) > 1:
+        if fmt is ScoreFormat.jsonl:
+            raise GptlossError("--protocol all gives one table (or -f json), not a run file")
+        if bootstrap is not None:
+            raise GptlossError("--bootstrap gives one protocol's interval: use it with one --protocol, not all")
 
 
 def compare_protocols(
@@ -124,3 +174,22 @@ def compare_protocols(
         reasons = "; ".join(f"{r.protocol.value}: {r.error}" for r in runs)
         raise GptlossError(f"nothing was scored under any protocol ({reasons})")
     emit(to_json(protocols_json(loaded.info, runs)) if json else protocols_table(loaded.info, runs), output)
+
+
+def context_curve_command(
+    inputs: InputSettings,
+    model: ModelRequest,
+    window: WindowSettings,
+    lengths: tuple[int, ...],
+    json: bool,
+    output: Path | None,
+) -> None:
+    """The same tokens scored with windows of each length: PPL as the context grows."""
+    [loaded], documents, world = prepare(inputs, [model], window.bos)
+    from ..render.context_curve import curve_table
+    from ..render.format import to_json
+    from ..tasks.context_curve import context_curve
+
+    with progress("scoring") as bar:
+        curve = context_curve(loaded, documents, lengths, window, bar, world)
+    emit(to_json(curve.to_dict()) if json else curve_table(curve), output)

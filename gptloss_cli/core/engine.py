@@ -26,6 +26,7 @@ from .batches import BatchInputs, all_windows, batch_inputs, batches
 from .distributed import SOLO, RankFailed, World, decode, encode, error_message, share
 from .heads import ModelHead
 from .loss import head_nll, head_stats, logits_nll, logits_stats, softmax_nll, softmax_stats
+from .moments import head_moments, softmax_moments
 from .pairloss import pair_stats
 from .plan import Plan
 from .windows import TokenizedDocument, Window
@@ -69,6 +70,18 @@ def nll_measure(loaded: LoadedModel, softmax: bool = False) -> Measure:
         if h.linear is None:
             return {"nll": logits_nll(h.inputs, batch.targets)}
         return {"nll": head_nll(h.inputs, batch.targets, h.linear)}
+
+    return measure
+
+
+def moments_measure(loaded: LoadedModel, softmax: bool = False) -> Measure:
+    """NLL, and the mean and standard deviation of log p under the model's distribution (score --membership:
+    Min-K%++), in the same blocked pass; softmax: as nll_measure."""
+    head = ModelHead(loaded.model)
+
+    def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
+        nll, mean, sd = (softmax_moments if softmax else head_moments)(head(batch), batch.targets)
+        return {"nll": nll, "mean_logp": mean, "sd_logp": sd}
 
     return measure
 

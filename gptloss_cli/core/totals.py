@@ -100,7 +100,7 @@ class Totals:
 
     @property
     def perplexity(self) -> float | None:
-        return _exp(self.mean_nll)
+        return exp_or_none(self.mean_nll)
 
     @property
     def bits_per_token(self) -> float | None:
@@ -112,13 +112,13 @@ class Totals:
 
     @property
     def word_perplexity(self) -> float | None:
-        return _exp(self.nll_sum / self.words) if self.tokens_scored and self.words else None
+        return exp_or_none(self.nll_sum / self.words) if self.tokens_scored and self.words else None
 
     @property
     def perplexity_ci95(self) -> tuple[float, float] | None:
         """exp(mean ± 1.96 SE): treats tokens as independent, so it is narrower than the truth."""
         mean, se = self.mean_nll, self.stderr_mean_nll
-        high = None if mean is None or se is None else _exp(mean + Z95 * se)
+        high = None if mean is None or se is None else exp_or_none(mean + Z95 * se)
         if mean is None or se is None or high is None:
             return None
         return (math.exp(mean - Z95 * se), high)
@@ -141,7 +141,8 @@ class Totals:
         }
 
 
-def _exp(x: float | None) -> float | None:
+def exp_or_none(x: float | None) -> float | None:
+    """exp(x), or None for no value or one that would overflow (a perplexity of e^700 says nothing)."""
     if x is None:
         return None
     return math.exp(x) if x < 700 else None

@@ -12,6 +12,7 @@ the template puts after the turn is not scored.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +143,7 @@ def render_chats(
             documents.append(item)
             continue
         try:
-            documents.append(chat_document(template, item.messages, roles, item.source, bos))
+            documents.append(replace(chat_document(template, item.messages, roles, item.source, bos), label=item.label))
         except GptlossError as exc:
             if not skip_bad_records:
                 raise GptlossError(f"{item.source}: {exc}; fix it or pass --skip-bad-records") from exc

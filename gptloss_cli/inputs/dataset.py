@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import GptlossError, first_line
 from ..models.hub import hub_reachable
-from .document import Document, Span
+from .document import Document
+from .fields import BadRecord, check_unicode, parse_label, parse_messages, parse_spans
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 BUILDERS = {".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
@@ -41,6 +42,7 @@ class DatasetOptions:
     completion_column: str | None = None
     messages_column: str | None = None
     span_column: str | None = None
+    label_column: str | None = None
     score_roles: tuple[str, ...] | None = None
     limit: int | None = None
     streaming: bool = False
@@ -55,11 +57,12 @@ class DatasetOptions:
 
     @property
     def columns(self) -> list[str]:
+        label = [self.label_column] if self.label_column else []
         if self.mode == "messages":
-            return [str(self.messages_column)]
+            return [str(self.messages_column), *label]
         if self.mode == "prompt":
-            return [str(self.prompt_column), str(self.completion_column)]
-        return [self.text_column or "text", *([self.span_column] if self.span_column else [])]
+            return [str(self.prompt_column), str(self.completion_column), *label]
+        return [self.text_column or "text", *([self.span_column] if self.span_column else []), *label]
 
     def check(self) -> None:
         """One clear line for options that do not go together."""
@@ -98,10 +101,7 @@ class ChatRecord:
 
     messages: list[dict[str, str]]
     source: str
-
-
-class BadRecord(Exception):
-    """A record that cannot be scored: reported with where it is, or skipped and counted."""
+    label: int | None = None
 
 
 @dataclass
@@ -139,7 +139,10 @@ def read_dataset(options: DatasetOptions, encoding: str = "utf-8", errors: str =
                 if not options.skip_bad_records:
                     raise GptlossError(unknown)
             first = first and bool(missing)  # the columns are checked until a record has them all
-            found.items.append(_item(row, where, options))
+            item = _item(row, where, options)
+            if options.label_column:
+                item = replace(item, label=parse_label(row.get(options.label_column), options.label_column, where))
+            found.items.append(item)
         except BadRecord as bad:
             if not options.skip_bad_records:
                 raise GptlossError(f"{bad}; {SKIP_HINT}") from None
@@ -158,50 +161,18 @@ def _item(row: dict[str, Any], where: str, options: DatasetOptions) -> Document 
         if not isinstance(value, kind):
             raise BadRecord(f"{where}: column {name!r} is {type(value).__name__}, not {kind.__name__}")
         if isinstance(value, str):
-            _check_unicode(value, f"{where}: column {name!r}")
+            check_unicode(value, f"{where}: column {name!r}")
         return value
 
     if options.mode == "messages":
-        return ChatRecord(_messages(column(str(options.messages_column), list), where), where)
+        return ChatRecord(parse_messages(column(str(options.messages_column), list), where), where)
     if options.mode == "prompt":
         prompt, completion = column(str(options.prompt_column), str), column(str(options.completion_column), str)
         return Document(prompt + completion, where, ((len(prompt), len(prompt) + len(completion)),))
     text = column(options.text_column or "text", str)
     if not options.span_column:
         return Document(text, where)
-    return Document(text, where, _spans(column(options.span_column, list), len(text), where))
-
-
-def _messages(value: list[Any], where: str) -> list[dict[str, str]]:
-    messages = []
-    for i, message in enumerate(value):
-        if not (isinstance(message, dict) and isinstance(message.get("role"), str)):
-            raise BadRecord(f"{where}: message {i + 1} has no role")
-        if not isinstance(message.get("content"), str):
-            raise BadRecord(f"{where}: message {i + 1} has no text content")
-        _check_unicode(message["role"] + message["content"], f"{where}: message {i + 1}")
-        messages.append({"role": message["role"], "content": message["content"]})
-    if not messages:
-        raise BadRecord(f"{where}: no messages")
-    return messages
-
-
-def _check_unicode(text: str, what: str) -> None:
-    """Refuse text no tokenizer can take: a lone surrogate (JSON allows the escape "\\udce9")."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise BadRecord(f"{what} holds a lone surrogate (U+{ord(text[exc.start]):04X}), not text") from None
-
-
-def _spans(value: list[Any], n_chars: int, where: str) -> tuple[Span, ...]:
-    spans = []
-    for item in value:
-        ok = isinstance(item, list | tuple) and len(item) == 2 and all(type(x) is int for x in item)
-        if not ok or not 0 <= item[0] <= item[1] <= n_chars:
-            raise BadRecord(f"{where}: span {item!r} is not [start, end] with 0 <= start <= end <= {n_chars}")
-        spans.append((int(item[0]), int(item[1])))
-    return tuple(spans)
+    return Document(text, where, parse_spans(column(options.span_column, list), len(text), where))
 
 
 def _jsonl_rows(path: Path, encoding: str, errors: str) -> Iterator[tuple[str, dict[str, Any] | BadRecord]]:

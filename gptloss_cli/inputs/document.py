@@ -15,12 +15,13 @@ class Document:
     """One text to score and where it came from.
 
     spans: the character ranges [start, end) whose tokens are scored (a loss mask: the model still
-    sees the whole text as context); None scores every token.
+    sees the whole text as context); None scores every token. label: its class, for detection metrics.
     """
 
     text: str
     source: str
     spans: tuple[Span, ...] | None = None
+    label: int | None = None  # 0 or 1, from --label-column: detection metrics (score, compare)
 
 
 def documents_digest(documents: Sequence[Document]) -> str:

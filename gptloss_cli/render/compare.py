@@ -9,6 +9,7 @@ from rich.text import Text
 from ..core.totals import Totals
 from ..models.spec import ModelInfo
 from ..tasks.compare_result import CompareResult, Distribution, DocumentPair, Paired
+from .analyses import detection_table
 from .fit import FitNames
 from .format import interval, middle_cut, num, shown_token
 from .score import MAX_ROWS
@@ -100,4 +101,5 @@ def compare_view(result: CompareResult) -> RenderableType:
     if result.top_differences():
         longest = max(len(t.source) for t in result.top_differences())
         parts.append(FitNames(lambda width: _differences(result, width), longest))
-    return Group(*parts)
+    found = detection_table(result.detection)
+    return Group(*parts, *([found] if found else []))

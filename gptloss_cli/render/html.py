@@ -12,6 +12,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from ..core.analyses import PositionBuckets
 from ..core.totals import Totals
 from ..tasks.compare_result import CompareResult, Distribution, DocumentPair, Paired
 from ..tasks.tokens import AnyRecord, TokenRecord, WordRecord
@@ -19,6 +22,7 @@ from .format import bucket, bucket_labels, num
 from .tokens import BITS_EDGES
 
 PLOT_POINTS = 1200  # most points drawn in the NLL plot (the maximum of each bucket of positions)
+PLOT_BUCKETS = 24  # buckets of context in the PPL-by-position plot
 WORST = 20  # most surprising tokens listed per document
 CONTEXT_CHARS = 40
 
@@ -78,7 +82,7 @@ def _document(source: str, text: str, records: Sequence[AnyRecord], totals: Tota
         [
             f'<section><h2>{_e(source)}</h2><p class="meta">{summary}</p>',
             f'<div class="text">{_spans(text, records, key)}</div>',
-            _plot(records),
+            _position_plot(records) if key == "token" else _plot(records),
             _worst(text, records, key),
             "</section>",
         ]
@@ -125,6 +129,39 @@ def _plot(records: Sequence[AnyRecord], width: int = 900, height: int = 160) -> 
         f'points="{points}"/><text x="4" y="14" font-size="12">max {top:.1f} bits</text>'
         f'<text x="{width - 4}" y="{height - 4}" font-size="12" text-anchor="end">position \u2192 '
         f"({len(records)} {'points' if step == 1 else f'points, max of each {step}'})</text></svg>"
+    )
+
+
+def _position_plot(records: Sequence[AnyRecord], width: int = 900, height: int = 180) -> str:
+    """PPL by context position: the tokens' mean NLL in buckets of context, as PPL with its 95% band."""
+    tokens = [r for r in records if isinstance(r, TokenRecord)]
+    if not tokens:
+        return ""
+    context = np.array([r.context for r in tokens], dtype=np.int64)  # (n,)
+    bucket_width = max(1, math.ceil((int(context.max()) + 1) / PLOT_BUCKETS))
+    nll = np.array([r.nll for r in tokens], dtype=np.float64)  # (n,)
+    rows = [r for r in PositionBuckets.of(context, nll, bucket_width).rows() if r["tokens"]]
+    mid = [(r["context_from"] + r["context_to"] - 1) / 2 for r in rows]
+    ppl = [r["perplexity"] or 0.0 for r in rows]
+    band = [r["perplexity_ci95"] or [p, p] for r, p in zip(rows, ppl, strict=True)]
+    top = max(max(b[1] for b in band), 1e-9)
+    right = max(mid[-1], 1.0)
+
+    def xy(x: float, y: float) -> str:
+        return f"{8 + x / right * (width - 16):.1f},{height - 20 - min(y, top) / top * (height - 40):.1f}"
+
+    line = " ".join(xy(x, y) for x, y in zip(mid, ppl, strict=True))
+    upper = [xy(x, b[1]) for x, b in zip(mid, band, strict=True)]
+    lower = [xy(x, b[0]) for x, b in zip(mid[::-1], band[::-1], strict=True)]
+    area = " ".join(upper + lower)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="perplexity by context position"><polygon fill="#ef9a9a" fill-opacity="0.5" stroke="none" '
+        f'points="{area}"/><polyline fill="none" stroke="#b71c1c" stroke-width="1.5" points="{line}"/>'
+        f'<text x="4" y="14" font-size="12">PPL by context position (buckets of {bucket_width} tokens; band: 95% '
+        f"interval of the mean NLL) \u00b7 top {top:.3g}</text>"
+        f'<text x="{width - 4}" y="{height - 4}" font-size="12" text-anchor="end">tokens of context \u2192 '
+        f"{int(context.max())}</text></svg>"
     )
 
 

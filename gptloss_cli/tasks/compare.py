@@ -60,6 +60,7 @@ def compare_documents(
         docs = [_same_vocabulary(doc, loss) for doc, loss in zip(tok_a, losses, strict=True)]
     else:
         docs = _cross_vocabulary(a, b, tok_a, tok_b, (plan_a, plan_b), progress, world)
+    docs = [replace(d, label=doc.label) for d, doc in zip(docs, documents, strict=True)]
     boot = Bootstrap(bootstrap, seed) if bootstrap else None
     return CompareResult(a.info, b.info, plan_a, same, docs, top_n, boot, protocol_card(plan_a, tok_a))
 

@@ -13,6 +13,7 @@ import numpy as np
 from ..core.plan import Plan
 from ..core.totals import Bootstrap, Totals, bootstrap_exp_ci95, stderr
 from ..models.spec import ModelInfo
+from .analyses import Detection, detection
 from .job import settings_dict
 from .protocols import ProtocolCard
 
@@ -145,6 +146,12 @@ class DocumentPair:
     kld: np.ndarray | None = None  # (n,) same vocabulary only
     delta_p: np.ndarray | None = None
     same_top1: np.ndarray | None = None
+    label: int | None = None  # from --label-column
+
+    @property
+    def delta_mean_nll(self) -> float | None:
+        """Mean of B's NLL minus A's over the paired units (the reference-model difference), None without any."""
+        return float(np.mean(self.nll_b - self.nll_a)) if len(self.nll_a) else None
 
     def paired(self, unit: str) -> Paired:
         return Paired.of(self.nll_a, self.nll_b, unit)
@@ -231,12 +238,28 @@ class CompareResult:
             "paired": self.paired.to_dict(),
             "distribution": None if dist is None else dist.to_dict(),
             "top_differences": [t.to_dict() for t in self.top_differences()],
+            **({"detection": [x.to_dict() for x in self.detection]} if self.detection is not None else {}),
         }
+
+    @cached_property
+    def detection(self) -> list[Detection] | None:
+        """With labelled documents: how well each model's mean NLL and their difference separate the labels."""
+        labels = [d.label for d in self.documents]
+        if all(y is None for y in labels):
+            return None
+        scores = {
+            "mean_nll_a": [d.totals_a.mean_nll for d in self.documents],
+            "mean_nll_b": [d.totals_b.mean_nll for d in self.documents],
+            "delta_mean_nll": [d.delta_mean_nll for d in self.documents],
+        }
+        return detection(scores, labels)
 
     def _document(self, d: DocumentPair) -> dict[str, Any]:
         dist = d.distribution()
         return {
             "source": d.source,
+            **({"label": d.label} if d.label is not None else {}),
+            "delta_mean_nll": d.delta_mean_nll,
             "a": d.totals_a.to_dict(),
             "b": d.totals_b.to_dict(),
             "paired": d.paired(self.unit).to_dict(),

@@ -13,6 +13,7 @@ from typing import Any
 from ..core.protocols import Protocol
 from ..core.totals import Bootstrap, Totals, bootstrap_ci95, macro_mean_perplexity
 from ..errors import GptlossError
+from .analyses import corpus_analyses
 from .protocols import PeerCounts, peer_numbers
 from .runfile import MODEL_KEYS, PLAN_KEYS, RUN_SCHEMA, document_line, document_score, plan_value
 from .score import SCORE_SCHEMA, CorpusTotal, DocumentScore
@@ -144,7 +145,11 @@ def _total(files: list[RunFile], documents: list[DocumentScore]) -> CorpusTotal:
     counts = PeerCounts.combine([PeerCounts.from_peer(_peer(f.total), None) for f in files])
     counts = PeerCounts(counts.windows, counts.words, counts.bytes, recipe)
     peer = peer_numbers(protocol, total, counts)
-    return CorpusTotal(total, len(parts), macro_mean_perplexity(parts), bootstrap, ci, peer)
+    asked = files[0].header["settings"].get("analyses") or {}
+    width = asked.get("by_position")
+    by_position, found = corpus_analyses(documents, None if width is None else int(width))
+    macro = macro_mean_perplexity(parts)
+    return CorpusTotal(total, len(parts), macro, bootstrap, ci, peer, by_position, found)
 
 
 def _peer(total: dict[str, Any]) -> dict[str, Any]:

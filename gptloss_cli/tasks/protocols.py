@@ -11,7 +11,7 @@ from typing import Any
 from ..core.batches import all_windows
 from ..core.plan import Plan
 from ..core.protocols import Protocol
-from ..core.totals import LN2, Totals
+from ..core.totals import LN2, Totals, exp_or_none
 from ..core.windows import TokenizedDocument
 
 TOKENIZATION = {
@@ -149,8 +149,8 @@ def peer_numbers(protocol: Protocol, total: Totals, counts: PeerCounts) -> dict[
                 "log_likelihood": ll,
                 "words": words,
                 "bytes": n_bytes,
-                "word_perplexity": _exp(-ll / words) if words else None,
-                "byte_perplexity": _exp(-ll / n_bytes) if n_bytes else None,
+                "word_perplexity": exp_or_none(-ll / words) if words else None,
+                "byte_perplexity": exp_or_none(-ll / n_bytes) if n_bytes else None,
                 "bits_per_byte": -ll / (n_bytes * LN2) if n_bytes else None,
             }
         }
@@ -160,14 +160,14 @@ def peer_numbers(protocol: Protocol, total: Totals, counts: PeerCounts) -> dict[
         spread = None
         if mean is not None and n > 1:
             spread = math.sqrt(max(0.0, total.nll_sq_sum / n - mean * mean) / (n - 1))
-        ppl = _exp(mean)
+        ppl = exp_or_none(mean)
         plus_minus = None if ppl is None or spread is None else ppl * spread
         return {"llama_cpp": {"perplexity": ppl, "plus_minus": plus_minus, "chunks": windows}}
     if protocol is Protocol.hf_stride and recipe is not None:
         weighted, count = recipe
         return {
             "hf_stride": {
-                "perplexity": _exp(weighted / count) if count else None,
+                "perplexity": exp_or_none(weighted / count) if count else None,
                 "tokens": count,
                 "corrected_perplexity": total.perplexity,
                 "corrected_tokens": total.tokens_scored,
@@ -176,7 +176,3 @@ def peer_numbers(protocol: Protocol, total: Totals, counts: PeerCounts) -> dict[
     if protocol is Protocol.gptq:
         return {"gptq": {"perplexity": total.perplexity, "chunks": windows}}
     return None
-
-
-def _exp(x: float | None) -> float | None:
-    return None if x is None or x >= 700 else math.exp(x)

@@ -20,13 +20,14 @@ from ..core.totals import Bootstrap, Totals
 from ..errors import GptlossError
 from ..files import LineFile
 from ..inputs.document import Document
+from .analyses import DocumentAnalyses
 from .job import Tracker
 from .score import DocumentScore, ScoreResult, ScoreRun
 
 RUN_SCHEMA = "gptloss.score-run/v1"
 # What must match for a resumed run to give the same numbers as an uninterrupted one.
 MODEL_KEYS = ("spec", "sha256", "revision", "dtype", "device")
-PLAN_KEYS = ("protocol", "max_length", "stride", "bos_policy", "bos_token_id", "batch_size")
+PLAN_KEYS = ("protocol", "max_length", "stride", "bos_policy", "bos_token_id", "batch_size", "analyses")
 
 
 def line(data: dict[str, Any]) -> str:
@@ -41,14 +42,15 @@ def header(run: ScoreRun, inputs: dict[str, Any] | None) -> dict[str, Any]:
 
 def document_line(score: DocumentScore) -> dict[str, Any]:
     recipe = {} if score.recipe is None else {"recipe_sums": list(score.recipe)}  # hf-stride's own sums
-    return {"index": score.index, "source": score.source, **score.totals.to_dict(), **recipe}
+    return {"index": score.index, **score.to_dict(), **recipe}
 
 
 def document_score(record: dict[str, Any]) -> DocumentScore:
     """A document line read back (KeyError, TypeError or ValueError when it is not one)."""
     sums = record.get("recipe_sums")
     recipe = None if sums is None else (float(sums[0]), int(sums[1]))
-    return DocumentScore(str(record["source"]), Totals.from_dict(record), None, int(record["index"]), recipe)
+    found = DocumentAnalyses.from_dict(record)
+    return DocumentScore(str(record["source"]), Totals.from_dict(record), None, int(record["index"]), recipe, found)
 
 
 def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) -> list[DocumentScore]:

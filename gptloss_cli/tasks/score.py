@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from ..core.analyses import PositionBuckets
 from ..core.batches import document_windows_of
 from ..core.distributed import SOLO, Shard, World
-from ..core.engine import DocumentLosses, Progress, Scorer, nll_measure
+from ..core.engine import DocumentLosses, Progress, Scorer, moments_measure, nll_measure
 from ..core.plan import Plan, WindowSettings
 from ..core.protocols import Protocol, recipe_sums
 from ..core.totals import Bootstrap, Totals, bootstrap_ci95, document_totals, macro_mean_perplexity
 from ..inputs.document import Document
 from ..models.loader import load_model
 from ..models.spec import DEFAULT_MODEL, Device, Dtype, LoadedModel, ModelInfo
+from .analyses import NONE, Analyses, Detection, DocumentAnalyses, analyse, corpus_analyses, with_analyses
 from .job import QUIET, Job, Tracker, settings_dict
 from .protocols import PeerCounts, ProtocolCard, peer_numbers, protocol_card
 
@@ -30,9 +32,10 @@ class DocumentScore:
     losses: DocumentLosses | None = None  # per-token detail, not serialised by `score`; None when read back
     index: int = 0  # position in the input
     recipe: tuple[float, int] | None = None  # hf-stride: the recipe's (Σ window mean x count, Σ count)
+    analyses: DocumentAnalyses = NONE  # by position, membership scores, the label
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, **self.totals.to_dict()}
+        return {"source": self.source, **self.totals.to_dict(), **self.analyses.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class CorpusTotal:
     bootstrap: Bootstrap | None = None
     bootstrap_ci95: tuple[float, float] | None = None
     peer: dict[str, Any] | None = None  # the protocol's peer's own numbers, under its names
+    by_position: PositionBuckets | None = None
+    detection: list[Detection] | None = None  # with labelled documents
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -54,6 +59,10 @@ class CorpusTotal:
             "macro_mean_perplexity": self.macro_mean_perplexity,
             **(self.peer or {}),
         }
+        if self.by_position is not None:
+            out["by_position"] = self.by_position.to_dict()
+        if self.detection is not None:
+            out["detection"] = [d.to_dict() for d in self.detection]
         if self.bootstrap is not None:
             out["bootstrap_ci95"] = None if self.bootstrap_ci95 is None else list(self.bootstrap_ci95)
             out["bootstrap"] = self.bootstrap.to_dict()
@@ -70,9 +79,10 @@ class ScoreResult:
     inputs: dict[str, Any] | None = None  # the dataset and columns read, when not files
     card: ProtocolCard | None = None
     texts: tuple[str, ...] = ()  # the documents' texts, for divisors that count raw words and bytes
+    analyses: Analyses = Analyses()
 
     def settings(self) -> dict[str, Any]:
-        return settings_dict(self.plan, self.card)
+        return with_analyses(settings_dict(self.plan, self.card), self.analyses)
 
     @cached_property
     def corpus(self) -> CorpusTotal:
@@ -86,7 +96,9 @@ class ScoreResult:
             recipe = (math.fsum(r[0] for r in recipes), sum(r[1] for r in recipes)) if recipes else None
             counts = PeerCounts.of_texts(self.texts, self.card.windows, recipe)
             peer = peer_numbers(self.plan.protocol, self.total, counts)
-        return CorpusTotal(self.total, len(parts), macro_mean_perplexity(parts), self.bootstrap, ci, peer)
+        by_position, found = corpus_analyses(self.documents, self.analyses.by_position)
+        macro = macro_mean_perplexity(parts)
+        return CorpusTotal(self.total, len(parts), macro, self.bootstrap, ci, peer, by_position, found)
 
     def total_dict(self) -> dict[str, Any]:
         return self.corpus.to_dict()
@@ -113,9 +125,14 @@ class ScoreRun(Job):
         settings: WindowSettings,
         world: World = SOLO,
         shard: Shard | None = None,
+        analyses: Analyses | None = None,
     ) -> None:
         super().__init__(loaded, documents, settings, world)
         self.shard = shard
+        self.analyses = analyses or Analyses()
+
+    def settings_dict(self) -> dict[str, Any]:
+        return with_analyses(super().settings_dict(), self.analyses)
 
     @cached_property
     def within(self) -> frozenset[int] | None:
@@ -137,13 +154,15 @@ class ScoreRun(Job):
     ) -> Iterator[DocumentScore]:
         """Each document's score as soon as it is done (not in input order); `skip`: see Scorer.documents.
         With a shard, only its documents."""
-        scorer = Scorer(nll_measure(self.loaded, self.plan.peer_softmax), self.loaded.info.device, self.world)
+        measure = moments_measure if self.analyses.min_k is not None else nll_measure
+        scorer = Scorer(measure(self.loaded, self.plan.peer_softmax), self.loaded.info.device, self.world)
         for i, loss in scorer.documents(self.tokenized, self.plan, progress, skip, self.within):
             totals = document_totals(self.tokenized[i], loss.positions, loss.nll)
             recipe = None
             if self.plan.protocol is Protocol.hf_stride:
                 recipe = recipe_sums(document_windows_of(self.plan, i, self.tokenized[i]), loss.positions, loss.nll)
-            yield DocumentScore(self.documents[i].source, totals, loss if keep_losses else None, i, recipe)
+            found = analyse(self.analyses, loss, self.documents[i].label)
+            yield DocumentScore(self.documents[i].source, totals, loss if keep_losses else None, i, recipe, found)
 
     def run(
         self, tracker: Tracker = QUIET, bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
@@ -165,7 +184,7 @@ class ScoreRun(Job):
         if self.within is not None:  # a shard's card (and its peer numbers) count its own documents
             card = protocol_card(self.plan, [self.tokenized[i] for i in sorted(self.within)])
         texts = tuple(self.documents[d.index].text for d in ordered)
-        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, inputs, card, texts)
+        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, inputs, card, texts, self.analyses)
 
 
 def score_documents(
