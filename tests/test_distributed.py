@@ -4,6 +4,7 @@ run file resumes at any width; a failing rank stops the job in one line."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -206,3 +207,58 @@ def test_device_map_auto_places_the_model_and_keeps_the_numbers(model_dirs, text
     a, b = json.loads(plain.stdout), json.loads(placed.stdout)
     assert "device_map" not in a["model"] and set(b["model"]["device_map"].values()) == {"cpu"}
     assert_totals_close(b["total"], a["total"])
+
+
+def test_an_offloaded_head_runs_as_a_module(model_dirs, texts, tmp_path: Path) -> None:
+    """--device-map may leave the LM head's weight on the meta device (offloaded; hooks bring it in when the
+    module runs): the numbers must be the plain model's, not those of a weight that is not there."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from gptloss_cli.core.plan import WindowSettings
+    from gptloss_cli.inputs.document import Document
+    from gptloss_cli.models.loader import load_model
+    from gptloss_cli.models.spec import LoadedModel
+    from gptloss_cli.tasks.score import ScoreRun
+
+    path = model_dirs["llama"]
+    offloaded = AutoModelForCausalLM.from_pretrained(
+        path, device_map={"model": "cpu", "lm_head": "disk"}, offload_folder=str(tmp_path / "offload")
+    )
+    assert offloaded.lm_head.weight.device.type == "meta"
+    plain = load_model(str(path))
+    placed = LoadedModel(offloaded, plain.tokenizer, replace(plain.info, device="cpu"))
+    docs = [Document(TEXTS["a.txt"], "a")]
+    settings = WindowSettings(max_length=24, stride=12)
+    got, expected = ScoreRun(placed, docs, settings).run().total, ScoreRun(plain, docs, settings).run().total
+    assert got.tokens_scored == expected.tokens_scored
+    assert math.isclose(got.nll_sum, expected.nll_sum, rel_tol=1e-5)
+
+
+def test_an_empty_shard_still_writes_its_file(model_dirs, texts, tmp_path: Path) -> None:
+    common = ("score", *texts, "-m", model_dirs["llama"], *WINDOWS)
+    shards = [tmp_path / f"s{i}.jsonl" for i in range(7)]  # more shards than documents
+    for i, path in enumerate(shards):
+        result = run(*common, "--shard", f"{i}/7", "-o", path)
+        assert result.exit_code == 0, result.stderr
+    merged = run("merge", *shards, "-f", "json")
+    whole = run(*common, "-f", "json")
+    assert merged.exit_code == 0, merged.stderr
+    assert_totals_close(
+        {k: v for k, v in json.loads(merged.stdout)["total"].items() if k != "documents"},
+        {k: v for k, v in json.loads(whole.stdout)["total"].items() if k != "documents"},
+    )
+
+
+def test_merge_refuses_broken_headers_and_mixed_bootstraps(model_dirs, texts, tmp_path: Path) -> None:
+    from conftest import one_line_error
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"schema": "gptloss.score-run/v1"}\n{"total": {}}\n', encoding="utf-8")
+    one_line_error(run("merge", bad), "not a gptloss score run")
+    common = ("score", *texts, "-m", model_dirs["llama"], *WINDOWS)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert run(*common, "--shard", "0/2", "--bootstrap", 50, "-o", a).exit_code == 0
+    assert run(*common, "--shard", "1/2", "-o", b).exit_code == 0
+    one_line_error(run("merge", a, b), "different --bootstrap")

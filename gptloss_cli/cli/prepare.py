@@ -3,10 +3,12 @@ make the documents."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from ..core.distributed import World, world_from_environment
 from ..core.windows import BosPolicy
+from ..errors import GptlossError
 from ..inputs.document import Document
 from ..inputs.read import InputSettings, read_inputs
 from ..models.loader import resolve_device
@@ -28,6 +30,11 @@ def prepare(
     (chats rendered with the first model's template). With several ranks, each rank's failure stops all of
     them, and on each machine the first rank loads first (a GGUF file is converted once, then read from the
     cache by the others)."""
+    if any(r.device_map for r in requests) and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        raise GptlossError(
+            "--device-map auto spreads one model over this machine's GPUs: run one rank per machine "
+            "(--nproc-per-node 1)"
+        )
     world = join(requests[0])
     error: Exception | None = None
     try:

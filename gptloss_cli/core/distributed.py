@@ -54,13 +54,16 @@ class World:
         import torch.distributed as dist
 
         sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
-        dist.all_gather(sizes, torch.tensor([len(payload)], dtype=torch.int64))
-        width = max(int(s.item()) for s in sizes)
-        padded = torch.zeros(width, dtype=torch.uint8)
-        if payload:
-            padded[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
-        parts = [torch.zeros(width, dtype=torch.uint8) for _ in range(self.size)]
-        dist.all_gather(parts, padded)
+        try:
+            dist.all_gather(sizes, torch.tensor([len(payload)], dtype=torch.int64))
+            width = max(int(s.item()) for s in sizes)
+            padded = torch.zeros(width, dtype=torch.uint8)
+            if payload:
+                padded[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+            parts = [torch.zeros(width, dtype=torch.uint8) for _ in range(self.size)]
+            dist.all_gather(parts, padded)
+        except RuntimeError as exc:  # a rank stopped without saying why here: it (or the launcher) says so
+            raise RankFailed(f"rank {self.rank} lost the other ranks ({str(exc).splitlines()[0][:120]})") from exc
         return [p[: int(s.item())].numpy().tobytes() for p, s in zip(parts, sizes, strict=True)]
 
     def agree(self, error: BaseException | None, named: bool = True) -> None:

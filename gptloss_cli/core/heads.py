@@ -21,6 +21,8 @@ def split_head(model: Any) -> tuple[Any, LinearHead] | None:
     body = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if not isinstance(linear, torch.nn.Linear) or body is None or body is model:
         return None
+    if any(p.device.type == "meta" for p in model.parameters()):  # offloaded (--device-map): hooks bring the
+        return None  # weights in when a module runs, so the head must run as a module, not from its weight
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     head = LinearHead(weight=linear.weight, bias=linear.bias, softcap=cap)
     if model.config.model_type in KNOWN_HEADS or head_matches(model, body, head):

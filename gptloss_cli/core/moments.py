@@ -36,11 +36,12 @@ def _rows(head: Head, targets: torch.Tensor, rows: slice, vocab_block: int) -> t
     for lo in range(0, head.vocab, vocab_block):
         s0 = running.sum  # (m,) before this block
         fold = running.fold(head.block(rows, lo, min(lo + vocab_block, head.vocab)), lo)
-        d = fold.shift
-        weighted = fold.weights * fold.shifted  # (m, b) e^y y
+        d, y, w = fold.shift, fold.shifted, fold.weights  # (m,), (m, b), (m, b)
+        block_s1 = torch.linalg.vecdot(w, y)  # (m,) row dot products: no (m, b) product is kept
+        block_s2 = torch.linalg.vecdot(w, y.square_())  # y is not needed after this block
         # d (2 s1 + d s0), not 2 d s1 + d² s0: at the first block d is about -1e30 and d² overflows
-        s2 = fold.scale * (s2 + d * (2 * s1 + d * s0)) + (weighted * fold.shifted).sum(dim=-1)
-        s1 = fold.scale * (s1 + d * s0) + weighted.sum(dim=-1)
+        s2 = fold.scale * (s2 + d * (2 * s1 + d * s0)) + block_s2
+        s1 = fold.scale * (s1 + d * s0) + block_s1
     mean_y = s1 / running.sum  # (m,)
     variance = (s2 / running.sum - mean_y * mean_y).clamp(min=0.0)  # (m,)
     return running.nll(), mean_y - torch.log(running.sum), variance.sqrt()

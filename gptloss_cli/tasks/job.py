@@ -91,6 +91,6 @@ class Job:
         return tokens_to_score(self.tokenized, self.plan, skip)
 
     def require_tokens(self, dataset: DatasetOptions | None = None) -> None:
-        """Refuse, saying why, a job in which no token gets a loss."""
-        if self.tokens_to_score() == 0:
+        """Refuse, saying why, a job in which no token gets a loss (the whole job's: a shard may hold none)."""
+        if tokens_to_score(self.tokenized, self.plan) == 0:
             raise nothing_to_score(self.documents, dataset)

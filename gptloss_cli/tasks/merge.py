@@ -51,9 +51,13 @@ def read_run_file(path: Path) -> RunFile:
         if not isinstance(record, dict):
             raise GptlossError(f"{path} line {number}: not a run record")
         records.append((number, record))
-    if not records or records[0][1].get("schema") != RUN_SCHEMA:
+    head = records[0][1] if records else {}
+    shard = head.get("shard", {"index": 0, "count": 1})
+    whole = isinstance(head.get("model"), dict) and isinstance(head.get("settings"), dict)
+    whole = whole and isinstance(shard, dict) and all(type(shard.get(k)) is int for k in ("index", "count"))
+    if head.get("schema") != RUN_SCHEMA or not whole:
         raise GptlossError(f"{path}: not a gptloss score run (score -o FILE.jsonl writes one)")
-    if "total" not in records[-1][1]:
+    if not isinstance(records[-1][1].get("total"), dict):
         raise GptlossError(f"{path} is not finished (no total line): carry it on with score --resume, then merge")
     documents = []
     for number, record in records[1:-1]:
@@ -113,6 +117,9 @@ def merge_runs(paths: Sequence[Path]) -> Merged:
             + ", ".join(f"{f.path} is {f.shard[0]}/{f.shard[1]}" for f in files)
         )
     count = counts.pop()
+    boots = {json.dumps(f.total.get("bootstrap")) for f in files}
+    if len(boots) > 1:
+        raise GptlossError("the shards were scored with different --bootstrap/--seed settings: score them alike")
     seen: dict[int, Path] = {}
     for f in files:
         if f.shard[0] in seen:
