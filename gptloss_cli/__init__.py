@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _EXPORTS = {
+    "Analyses": "tasks.analyses",
     "BosPolicy": "core.windows",
     "CompareResult": "tasks.compare_result",
     "DatasetOptions": "inputs.dataset",
@@ -31,13 +32,18 @@ _EXPORTS = {
     "LoadedModel": "models.spec",
     "ModelInfo": "models.spec",
     "ScoreResult": "tasks.score",
+    "ScoreRun": "tasks.score",
+    "Shard": "core.distributed",
     "TokenRecord": "tasks.tokens",
     "TokenRun": "tasks.tokens",
     "Totals": "core.totals",
     "WindowSettings": "core.plan",
     "WordRecord": "tasks.tokens",
+    "World": "core.distributed",
     "compare_documents": "tasks.compare",
+    "context_curve": "tasks.context_curve",
     "load_model": "models.loader",
+    "merge_runs": "tasks.merge",
     "read_dataset": "inputs.dataset",
     "score_documents": "tasks.score",
     "score_texts": "tasks.score",
@@ -45,6 +51,7 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
+    from .core.distributed import Shard, World
     from .core.plan import WindowSettings
     from .core.totals import Totals
     from .core.windows import BosPolicy
@@ -53,9 +60,12 @@ if TYPE_CHECKING:
     from .inputs.document import Document
     from .models.loader import load_model
     from .models.spec import Device, Dtype, LoadedModel, ModelInfo
+    from .tasks.analyses import Analyses
     from .tasks.compare import compare_documents
     from .tasks.compare_result import CompareResult
-    from .tasks.score import DocumentScore, ScoreResult, score_documents, score_texts
+    from .tasks.context_curve import context_curve
+    from .tasks.merge import merge_runs
+    from .tasks.score import DocumentScore, ScoreResult, ScoreRun, score_documents, score_texts
     from .tasks.tokens import TokenRecord, TokenRun, WordRecord
 
 

@@ -194,13 +194,17 @@ def score_documents(
     progress: Progress | None = None,
     bootstrap: int = 0,
     seed: int = 0,
+    analyses: Analyses | None = None,
+    world: World = SOLO,
 ) -> ScoreResult:
     """Score each document with an already loaded model.
 
     `progress` is called after each batch with the tokens it scored; `bootstrap` > 0 adds a
-    document-bootstrap interval of the corpus perplexity over that many resamples (with `seed`).
+    document-bootstrap interval of the corpus perplexity over that many resamples (with `seed`);
+    `analyses`: loss by position and membership scores; `world`: the ranks sharing the work (every rank
+    gets the whole result).
     """
-    run = ScoreRun(loaded, documents, settings or WindowSettings())
+    run = ScoreRun(loaded, documents, settings or WindowSettings(), world, analyses=analyses)
     return run.result(list(run.scores(progress)), Bootstrap(bootstrap, seed) if bootstrap else None)
 
 
