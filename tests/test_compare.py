@@ -137,8 +137,11 @@ def test_cli_json_table_and_html(model_dirs, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert set(data) == {"schema", "a", "b", "settings", "documents", "paired", "distribution", "top_differences"}
     assert data["schema"] == "gptloss.compare/v1"
-    assert set(data["paired"]) == {"unit", "n", "mean_delta_nll", "stderr", "ppl_ratio", "correlation"}
-    assert list(data["distribution"]["kld_percentiles"]) == "max 99.9 99 95 90 50 10 5 1 min".split()
+    llama_cpp = {"ln_ppl_a", "ln_ppl_a_stderr", "ln_ppl_b", "ln_ppl_b_stderr", "ln_ppl_covariance"}
+    llama_cpp |= {"ln_ppl_ratio", "ln_ppl_ratio_stderr", "ln_ppl_correlation"}
+    assert set(data["paired"]) == {"unit", "n", "mean_delta_nll", "stderr", "ppl_ratio", "correlation", *llama_cpp}
+    assert list(data["distribution"]["kld_percentiles"]) == "max 99.9 99 95 90 50 10 5 1 0.1 min".split()
+    assert list(data["distribution"]["delta_p_percentiles"]) == "max 99.9 99 95 90 75 50 25 10 5 1 0.1 min".split()
     page = report.read_text(encoding="utf-8")
     assert "<script" not in page
     assert path.read_text(encoding="utf-8") in html.unescape(re.sub(r"<[^>]+>", "", page))  # intact, as text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -12,7 +14,7 @@ from ..errors import GptlossError
 from ..files import require_folder, write_atomic
 from ..inputs.read import InputSettings
 from ..models.spec import Device, Dtype, ModelRequest
-from .console import emit, progress
+from .console import emit, load, progress
 from .inputs import INPUTS
 from .options import (
     WINDOW,
@@ -43,13 +45,47 @@ PAIR = OptionGroup(
     ),
     {"device": Device.auto, "dtype_a": Dtype.auto, "dtype_b": Dtype.auto, "trust_remote_code": False},
 )
-TopOpt = Annotated[int, typer.Option("--top", min=0, help="Spans with the largest |Δ NLL| to list.")]
 
 
-@grouped(models=PAIR, inputs=INPUTS, window=WINDOW, bootstrap=bootstrap_group("B/A"))
+@dataclass(frozen=True)
+class Report:
+    """What compare reports beside the pair: the spans listed, Binoculars, more candidates against A."""
+
+    top: int = 10
+    binoculars: bool = False
+    candidates: tuple[str, ...] = ()
+
+
+REPORT = OptionGroup(
+    {
+        "top": Annotated[int, typer.Option("--top", min=0, help="Spans with the largest |Δ NLL| to list.")],
+        "binoculars": Annotated[
+            bool,
+            typer.Option(
+                "--binoculars",
+                help="Binoculars per document and in total, A observing and B performing (one tokenizer): "
+                "B's mean NLL over the mean of -Σ P_A log P_B.",
+            ),
+        ],
+        "candidates": Annotated[
+            Optional[list[str]],  # noqa: UP045
+            typer.Option(
+                "--candidate",
+                "-b",
+                metavar="SPEC[@DTYPE]",
+                help="Another candidate against A, after B (repeat it): one row each, A's pass run once. "
+                "@DTYPE picks its dtype, e.g. -b gemma-3-270m@float16.",
+            ),
+        ],
+    },
+    lambda top, binoculars, candidates: Report(top, binoculars, tuple(candidates or ())),
+    {"top": 10, "binoculars": False, "candidates": None},
+)
+
+
+@grouped(models=PAIR, inputs=INPUTS, window=WINDOW, bootstrap=bootstrap_group("B/A"), report=REPORT)
 def compare(
     fmt: FormatOpt = Format.table,
-    top: TopOpt = 10,
     html: HtmlOpt = None,
     output: OutputOpt = None,
     *,
@@ -57,6 +93,7 @@ def compare(
     inputs: InputSettings,
     window: WindowSettings,
     bootstrap: Bootstrap | None,
+    report: Report,
 ) -> None:
     """Paired NLL deltas of model B against model A, and KL divergence when they share a tokenizer.
 
@@ -68,19 +105,27 @@ def compare(
     """
     if html is not None:
         require_folder(html)
+    if report.candidates:
+        if html is not None:
+            raise GptlossError("--html shows one comparison: drop --candidate, or --html")
+        candidates = [models[1], *(candidate_request(c, models[1]) for c in report.candidates)]
+        compare_candidates(models[0], candidates, inputs, window, report, fmt is Format.json, output)
+        return
     (a, b), documents, world = prepare(inputs, models, window.bos)
     if a.info.device != b.info.device:
         raise GptlossError(f"the models ended up on different devices ({a.info.device}, {b.info.device})")
     from ..render.compare import compare_view
+    from ..render.compare_html import render_compare_report
     from ..render.format import to_json
-    from ..render.html import render_compare_report
     from ..tasks.analyses import detection_warnings
     from ..tasks.compare import compare_documents
     from ..tasks.documents import empty_warnings
 
     boot = bootstrap or Bootstrap(0)
     with progress("comparing") as bar:
-        result = compare_documents(a, b, documents, window, top, bar.advance, boot.resamples, boot.seed, world)
+        result = compare_documents(
+            a, b, documents, window, report.top, bar.advance, boot.resamples, boot.seed, world, report.binoculars
+        )
     if result.paired.n == 0:
         raise GptlossError("nothing to compare: no token (or word) was scored by both models")
     warn_all(
@@ -90,3 +135,42 @@ def compare(
     emit(to_json(result.to_dict()) if fmt is Format.json else compare_view(result), output)
     if html is not None and world.leader:
         write_atomic(html, render_compare_report(result))
+
+
+def candidate_request(text: str, like: ModelRequest) -> ModelRequest:
+    """SPEC or SPEC@DTYPE as a model request on B's device, with B's dtype unless one is given."""
+    spec, at, dtype = text.rpartition("@")
+    if at and dtype in {d.value for d in Dtype}:
+        return replace(like, spec=spec, dtype=Dtype(dtype))
+    return replace(like, spec=text)
+
+
+def compare_candidates(
+    base: ModelRequest,
+    candidates: list[ModelRequest],
+    inputs: InputSettings,
+    window: WindowSettings,
+    report: Report,
+    json: bool,
+    output: Path | None,
+) -> None:
+    """Each candidate against one base, a row each: the base's pass runs once (its head inputs are kept
+    when the candidates share its tokenizer) and one candidate is loaded at a time."""
+    import gc
+
+    from ..core.heads import HeadCache
+    from ..render.compare import sweep_json, sweep_table
+    from ..render.format import to_json
+    from ..tasks.compare import compare_documents
+
+    (a, first), documents, world = prepare(inputs, [base, candidates[0]], window.bos)
+    pending, cache, results = [first], HeadCache(), []
+    del first
+    with progress("comparing") as bar:
+        for request in candidates:
+            b = pending.pop() if pending else load(request)
+            args = (report.top, bar.advance, 0, 0, world, report.binoculars, cache)
+            results.append(compare_documents(a, b, documents, window, *args))
+            del b  # the next candidate loads once this one is gone
+            gc.collect()
+    emit(to_json(sweep_json(results)) if json else sweep_table(results), output)

@@ -24,7 +24,7 @@ import torch
 from ..models.spec import LoadedModel
 from .batches import BatchInputs, all_windows, batch_inputs, batches
 from .distributed import SOLO, RankFailed, World, decode, encode, error_message, share
-from .heads import ModelHead
+from .heads import HeadCache, ModelHead
 from .loss import head_nll, head_stats, logits_nll, logits_stats, softmax_nll, softmax_stats
 from .moments import head_moments, softmax_moments
 from .pairloss import pair_stats
@@ -104,18 +104,22 @@ def stats_measure(loaded: LoadedModel, top_k: int, softmax: bool = False) -> Mea
     return measure
 
 
-def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False) -> Measure:
-    """Both models' NLL, KL(P_A || P_B) and top-1 agreement at the same positions (compare); softmax: each
-    NLL as nll_measure computes it then (KL and top-1 from the blocked pass either way)."""
+def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False, cache: HeadCache | None = None) -> Measure:
+    """Both models' NLL, KL both ways, A's cross-entropy into B and top-1 agreement at the same positions
+    (compare); softmax: each NLL as nll_measure computes it then (the rest from the blocked pass either way);
+    cache: A's head inputs from an earlier pass (HeadCache)."""
     head_a, head_b = ModelHead(a.model), ModelHead(b.model)
 
     def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
-        ha, hb = head_a(batch), head_b(batch)
+        ha = head_a(batch) if cache is None else cache.get(lambda: head_a(batch))
+        hb = head_b(batch)
         stats = pair_stats(ha, hb, batch.targets)
         nll_a, nll_b = stats.nll_a, stats.nll_b
         if softmax:
             nll_a, nll_b = softmax_nll(ha, batch.targets), softmax_nll(hb, batch.targets)
-        return {"nll_a": nll_a, "nll_b": nll_b, "kld": stats.kld, "same_top1": stats.top1_a == stats.top1_b}
+        same = stats.top1_a == stats.top1_b
+        pair = {"kld": stats.kld, "same_top1": same, "kld_reverse": stats.kld_reverse}
+        return {"nll_a": nll_a, "nll_b": nll_b, **pair, "cross_entropy": stats.cross_entropy}
 
     return measure
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,3 +69,32 @@ def _at(states: torch.Tensor, batch: BatchInputs) -> torch.Tensor:
     devices (--device-map) ends on another one than it started."""
     rows, cols = batch.rows.to(states.device), (batch.cols - 1).to(states.device)
     return states[rows, cols].to(batch.rows.device)
+
+
+class HeadCache:
+    """Model A's head inputs, batch by batch, kept from a first pass over the documents so that passes against
+    other models (compare's candidates) reuse them instead of running A again. The batches of every pass come
+    in the same order (same plan, same windows), which is what makes the n-th entry the n-th batch's."""
+
+    def __init__(self) -> None:
+        self.heads: list[Head] = []
+        self.filled = False
+        self._next = 0
+        self._key: object = None
+
+    def start(self, key: object) -> None:
+        """A new pass over the batches that `key` (the plan and the documents' ids) lays out: the first pass
+        fills the cache, later ones with the same key read it; another key starts afresh."""
+        if key != self._key:
+            self.heads, self.filled, self._key = [], False, key
+        self._next = 0
+
+    def finish(self) -> None:
+        self.filled = True
+
+    def get(self, compute: Callable[[], Head]) -> Head:
+        if not self.filled:
+            self.heads.append(compute())
+            return self.heads[-1]
+        self._next += 1
+        return self.heads[self._next - 1]

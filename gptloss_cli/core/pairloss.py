@@ -22,16 +22,20 @@ class PairStats:
     kld: torch.Tensor  # (M,) KL(P_A || P_B) in nats
     top1_a: torch.Tensor  # (M,) int64 argmax of P_A
     top1_b: torch.Tensor  # (M,) int64 argmax of P_B
+    kld_reverse: torch.Tensor  # (M,) KL(P_B || P_A)
+    cross_entropy: torch.Tensor  # (M,) -Σ_v P_A(v) log P_B(v) (Binoculars' cross-perplexity term)
 
 
 def pair_stats(
     a: Head, b: Head, targets: torch.Tensor, rows: int | None = None, vocab_block: int | None = None
 ) -> PairStats:
-    """NLL of both models, KL(P_A || P_B) and both argmaxes, in one blocked pass over a shared vocabulary.
+    """NLL of both models, KL both ways, A's cross-entropy into B and both argmaxes, in one blocked pass
+    over a shared vocabulary.
 
     With M the running maximum of A's logits, s = Σ exp(a - M) and t = Σ exp(a - M) (a - b),
     KL = t / s - (lse_a - lse_b); t is rescaled with s when M grows, and b's log-sum-exp is
-    accumulated alongside. No (positions x vocabulary) tensor is kept for either model.
+    accumulated alongside. The reverse KL is the same with the roles swapped (B's running maximum), and
+    -Σ P_A log P_B = lse_b - u / s with u = Σ exp(a - M) b. No (positions x vocabulary) tensor is kept.
     """
     if a.vocab != b.vocab:
         raise ValueError(f"vocabularies differ in size ({a.vocab} vs {b.vocab})")
@@ -39,7 +43,7 @@ def pair_stats(
     parts = [_pair_block(a, b, targets, slice(lo, lo + rows), vocab_block) for lo in range(0, targets.shape[0], rows)]
     if not parts:
         empty = torch.zeros(0, device=targets.device)
-        return PairStats(empty, empty, empty, empty.long(), empty.long())
+        return PairStats(empty, empty, empty, empty.long(), empty.long(), empty, empty)
     return PairStats(*concat_rows(parts))
 
 
@@ -55,14 +59,20 @@ def _pair_block(a: Head, b: Head, targets: torch.Tensor, rows: slice, vocab_bloc
     run_a, run_b = OnlineLogSumExp(target), OnlineLogSumExp(target)
     arg_a = torch.zeros(m, dtype=torch.long, device=device)  # (m,)
     arg_b = torch.zeros(m, dtype=torch.long, device=device)  # (m,)
-    cross = torch.zeros(m, device=device)  # (m,) Σ exp(a - M) (a - b)
+    cross = torch.zeros(m, device=device)  # (m,) Σ exp(a - M_a) (a - b)
+    back = torch.zeros(m, device=device)  # (m,) Σ exp(b - M_b) (b - a)
+    into = torch.zeros(m, device=device)  # (m,) Σ exp(a - M_a) b
     for lo in range(0, a.vocab, vocab_block):
         hi = min(lo + vocab_block, a.vocab)
         logits_a, logits_b = a.block(rows, lo, hi), b.block(rows, lo, hi)  # (m, b) each
         arg_a, arg_b = _argmax(run_a, logits_a, lo, arg_a), _argmax(run_b, logits_b, lo, arg_b)
-        fold = run_a.fold(logits_a, lo)
-        run_b.fold(logits_b, lo)
-        diff = torch.where(fold.weights > 0, fold.weights * (logits_a - logits_b), 0.0)  # 0, not NaN, where a is -inf
-        cross = cross * fold.scale + diff.sum(dim=1)
-    kld = (cross / run_a.sum - (run_a.lse() - run_b.lse())).clamp(min=0.0)
-    return run_a.nll(), run_b.nll(), kld, arg_a, arg_b
+        fold_a, fold_b = run_a.fold(logits_a, lo), run_b.fold(logits_b, lo)
+        diff = torch.nan_to_num(logits_a - logits_b, nan=0.0)  # (m, b): -inf - -inf where both mask a token
+        weights_a = fold_a.weights
+        cross = cross * fold_a.scale + torch.linalg.vecdot(weights_a, diff.where(weights_a > 0, 0.0))
+        back = back * fold_b.scale - torch.linalg.vecdot(fold_b.weights, diff.where(fold_b.weights > 0, 0.0))
+        into = into * fold_a.scale + torch.linalg.vecdot(weights_a, logits_b.where(weights_a > 0, 0.0))
+    lse_a, lse_b = run_a.lse(), run_b.lse()
+    kld = (cross / run_a.sum - (lse_a - lse_b)).clamp(min=0.0)
+    reverse = (back / run_b.sum - (lse_b - lse_a)).clamp(min=0.0)
+    return run_a.nll(), run_b.nll(), kld, arg_a, arg_b, reverse, lse_b - into / run_a.sum

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from ..core.totals import Totals
 from ..models.spec import ModelInfo
-from ..tasks.compare_result import CompareResult, Distribution, DocumentPair, Paired
+from ..tasks.compare_result import CompareResult, DocumentPair
+from ..tasks.compare_stats import Distribution, Paired
 from .analyses import detection_table
 from .fit import FitNames
 from .format import interval, middle_cut, num, shown_token
@@ -82,6 +87,45 @@ def _distribution_line(dist: Distribution | None) -> str:
     )
 
 
+def _percentile_name(key: str) -> str:
+    return {"max": "Maximum", "50": "Median", "min": "Minimum"}.get(key) or f"{float(key):4.1f}%"
+
+
+def llama_cpp_block(paired: Paired, dist: Distribution) -> str:
+    """The report llama-perplexity --kl-divergence prints, same definitions, B as Q and A as base."""
+    ratio = paired.llama_cpp
+    if ratio is None:
+        return ""
+    u_a, u_b, cov = ratio.ln_ppl_a_stderr or 0.0, ratio.ln_ppl_b_stderr or 0.0, ratio.ln_ppl_covariance or 0.0
+    ppl_a, ppl_b = math.exp(ratio.ln_ppl_a), math.exp(ratio.ln_ppl_b)
+    ppl_ratio, u_ratio = math.exp(ratio.ln_ppl_ratio), ratio.ln_ppl_ratio_stderr or 0.0
+    u_diff = math.sqrt(max(0.0, (ppl_a * u_a) ** 2 + (ppl_b * u_b) ** 2 - 2 * cov * ppl_a * ppl_b))
+    cor = "—" if ratio.ln_ppl_correlation is None else f"{100 * ratio.ln_ppl_correlation:6.2f}%"
+    lines = [
+        "====== Perplexity statistics ======",
+        f"Mean PPL(Q)                   : {ppl_b:10.6f} ± {ppl_b * u_b:10.6f}",
+        f"Mean PPL(base)                : {ppl_a:10.6f} ± {ppl_a * u_a:10.6f}",
+        f"Cor(ln(PPL(Q)), ln(PPL(base))): {cor}",
+        f"Mean ln(PPL(Q)/PPL(base))     : {ratio.ln_ppl_ratio:10.6f} ± {u_ratio:10.6f}",
+        f"Mean PPL(Q)/PPL(base)         : {ppl_ratio:10.6f} ± {ppl_ratio * u_ratio:10.6f}",
+        f"Mean PPL(Q)-PPL(base)         : {ppl_b - ppl_a:10.6f} ± {u_diff:10.6f}",
+        "",
+        "====== KL divergence statistics ======",
+        f"Mean    KLD: {dist.mean_kld:10.6f} ± {dist.mean_kld_stderr or 0.0:10.6f}",
+    ]
+    lines += [f"{_percentile_name(k):<7} KLD: {v:10.6f}" for k, v in dist.kld_percentiles.items()]
+    if dist.mean_kld_reverse is not None:
+        lines.append(
+            f"Mean reverse KLD (Q‖base): {dist.mean_kld_reverse:10.6f} ± {dist.mean_kld_reverse_stderr or 0.0:10.6f}"
+        )
+    lines += ["", "====== Token probability statistics ======"]
+    lines.append(f"Mean    Δp: {100 * dist.delta_p_mean:6.3f} ± {100 * (dist.delta_p_stderr or 0.0):5.3f} %")
+    lines += [f"{_percentile_name(k):<7} Δp: {100 * v:6.3f}%" for k, v in dist.delta_p_percentiles.items()]
+    lines.append(f"RMS Δp    : {100 * dist.rms_delta_p:6.3f} %")
+    lines.append(f"Same top p: {100 * dist.same_top1:6.3f} ± {100 * (dist.same_top1_stderr or 0.0):5.3f} %")
+    return "\n".join(lines)
+
+
 def _differences(result: CompareResult, width: int | None) -> Table:
     tops = Table(title=f"largest |Δ NLL| ({result.unit}s)", box=None, pad_edge=False, title_justify="left")
     for header in ("source", "text", "NLL A", "NLL B", "Δ"):
@@ -98,8 +142,45 @@ def compare_view(result: CompareResult) -> RenderableType:
     parts: list[RenderableType] = [FitNames(lambda width: _table(result, width), longest)]
     parts += [Text(n) for n in _notes(result)]
     parts.append(Text(_distribution_line(result.distribution)))
+    if result.distribution is not None:
+        parts.append(Text(llama_cpp_block(result.paired, result.distribution)))
     if result.top_differences():
         longest = max(len(t.source) for t in result.top_differences())
         parts.append(FitNames(lambda width: _differences(result, width), longest))
     found = detection_table(result.detection)
     return Group(*parts, *([found] if found else []))
+
+
+def sweep_json(results: list[CompareResult]) -> dict[str, Any]:
+    """Several candidates against one base: the base, and each candidate's whole comparison."""
+    return {
+        "schema": "gptloss.compare-sweep/v1",
+        "base": results[0].a.to_dict(),
+        "candidates": [r.to_dict() for r in results],
+    }
+
+
+def sweep_table(results: list[CompareResult]) -> Table:
+    """One row per candidate against the base: PPL, ln(PPL(Q)/PPL(base)) ± as llama-perplexity, KL, top-1."""
+    base = results[0]
+    table = Table(
+        title=Text(f"against {base.a.spec} · {base.a.dtype} (PPL {num(base.totals('a').perplexity, 4)})"),
+        caption="ln ratio: mean ln(PPL(candidate)/PPL(base)) ± its uncertainty with the covariance term "
+        "(llama-perplexity's); mean KL(base‖candidate) in nats; -f json has every statistic",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for header in ("candidate", "PPL", "ln ratio ± u", "mean KL", "same top-1"):
+        table.add_column(header, justify="left" if header == "candidate" else "right")
+    for r in results:
+        ratio, dist = r.paired.llama_cpp, r.distribution
+        spread = "" if ratio is None or ratio.ln_ppl_ratio_stderr is None else f" ± {ratio.ln_ppl_ratio_stderr:.5f}"
+        table.add_row(
+            Text(f"{r.b.spec} · {r.b.dtype}"),
+            num(r.totals("b").perplexity, 4),
+            "—" if ratio is None else f"{ratio.ln_ppl_ratio:+.5f}{spread}",
+            "—" if dist is None else f"{dist.mean_kld:.6f}",
+            "—" if dist is None else f"{100 * dist.same_top1:.2f}%",
+        )
+    return table

@@ -16,7 +16,6 @@ import numpy as np
 
 from ..core.analyses import PositionBuckets
 from ..core.totals import Totals
-from ..tasks.compare_result import CompareResult, Distribution, DocumentPair, Paired
 from ..tasks.tokens import AnyRecord, TokenRecord, WordRecord
 from .format import bucket, bucket_labels, num
 from .tokens import BITS_EDGES
@@ -26,7 +25,7 @@ PLOT_BUCKETS = 24  # buckets of context in the PPL-by-position plot
 WORST = 20  # most surprising tokens listed per document
 CONTEXT_CHARS = 40
 
-_CSS = """
+CSS = """
 body{font:15px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}
 h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:2rem}
 .meta{color:#555}.text{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:14px;
@@ -40,14 +39,14 @@ svg{border:1px solid #ddd;border-radius:6px}
 _BG = ("#e8f5e9", "#f1f8e9", "#fff9c4", "#ffe0b2", "#ffcdd2", "#e1bee7")
 
 
-def _e(text: str) -> str:
+def escape(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _legend(edges: Sequence[float], colours: Sequence[str], between: str = "\u2013") -> str:
+def legend(edges: Sequence[float], colours: Sequence[str], between: str = "\u2013") -> str:
     labels = bucket_labels(edges, between)
     return "".join(
-        f'<span style="background:{bg}">{_e(label)}</span>' for label, bg in zip(labels, colours, strict=True)
+        f'<span style="background:{bg}">{escape(label)}</span>' for label, bg in zip(labels, colours, strict=True)
     )
 
 
@@ -59,12 +58,12 @@ def render_report(header: dict[str, Any], documents: Sequence[tuple[str, str, Se
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>gptloss \u00b7 {_e(model['spec'])}</title><style>{_CSS}</style></head><body>",
-        f"<h1>gptloss tokens \u00b7 {_e(model['spec'])}</h1>",
-        f'<p class="meta">{_e(model["name"])} \u00b7 {_e(model["dtype"])} on {_e(model["device"])} \u00b7 '
-        f"windows of {settings['max_length']} tokens, stride {settings['stride']} \u00b7 unit {_e(settings['unit'])}"
-        "</p>",
-        f'<p class="legend">surprisal in bits: {_legend(BITS_EDGES, _BG)}</p>',
+        f"<title>gptloss \u00b7 {escape(model['spec'])}</title><style>{CSS}</style></head><body>",
+        f"<h1>gptloss tokens \u00b7 {escape(model['spec'])}</h1>",
+        f'<p class="meta">{escape(model["name"])} \u00b7 {escape(model["dtype"])} on {escape(model["device"])} \u00b7 '
+        f"windows of {settings['max_length']} tokens, stride {settings['stride']} \u00b7 "
+        f"unit {escape(settings['unit'])}</p>",
+        f'<p class="legend">surprisal in bits: {legend(BITS_EDGES, _BG)}</p>',
     ]
     for source, text, records, totals in documents:
         parts.append(_document(source, text, records, totals, settings["unit"]))
@@ -80,7 +79,7 @@ def _document(source: str, text: str, records: Sequence[AnyRecord], totals: Tota
     )
     return "\n".join(
         [
-            f'<section><h2>{_e(source)}</h2><p class="meta">{summary}</p>',
+            f'<section><h2>{escape(source)}</h2><p class="meta">{summary}</p>',
             f'<div class="text">{_spans(text, records, key)}</div>',
             _position_plot(records) if key == "token" else _plot(records),
             _worst(text, records, key),
@@ -103,14 +102,14 @@ def _spans(text: str, records: Sequence[AnyRecord], key: str) -> str:
     out, at = [], 0
     for r in sorted(records, key=lambda r: r.start):
         if r.start > at:
-            out.append(_e(text[at : r.start]))
+            out.append(escape(text[at : r.start]))
         bg = _BG[bucket(r.bits, BITS_EDGES)]
         out.append(
-            f'<span class="t" data-i="{r.index}" style="background:{bg}" title="{_e(_tooltip(r))}">'
-            f"{_e(text[r.start : r.end])}</span>"
+            f'<span class="t" data-i="{r.index}" style="background:{bg}" title="{escape(_tooltip(r))}">'
+            f"{escape(text[r.start : r.end])}</span>"
         )
         at = max(at, r.end)
-    out.append(_e(text[at:]))
+    out.append(escape(text[at:]))
     return "".join(out)
 
 
@@ -175,9 +174,9 @@ def _worst(text: str, records: Sequence[AnyRecord], key: str) -> str:
         after = text[r.end : r.end + CONTEXT_CHARS]
         best = r.top[0].token if isinstance(r, TokenRecord) and r.top else None
         rows.append(
-            f'<tr><td>{r.index}</td><td>{r.bits:.2f}</td><td class="l ctx">{_e(before)}'
-            f"<mark>{_e(text[r.start : r.end])}</mark>{_e(after)}</td>"
-            f'<td class="l ctx">{_e(best) if best is not None else ""}</td></tr>'
+            f'<tr><td>{r.index}</td><td>{r.bits:.2f}</td><td class="l ctx">{escape(before)}'
+            f"<mark>{escape(text[r.start : r.end])}</mark>{escape(after)}</td>"
+            f'<td class="l ctx">{escape(best) if best is not None else ""}</td></tr>'
         )
     return (
         f'<h3>Most surprising {key}s</h3><table><tr><th>#</th><th>bits</th><th class="l">in context</th>'
@@ -186,52 +185,3 @@ def _worst(text: str, records: Sequence[AnyRecord], key: str) -> str:
 
 
 # Δ NLL (B - A) colour scale: blue where B found the text easier, red where harder.
-_DELTA_EDGES = (-4.0, -2.0, -0.5, 0.5, 2.0, 4.0)
-_DELTA_BG = ("#90caf9", "#bbdefb", "#e3f2fd", "#ffffff", "#ffebee", "#ffcdd2", "#ef9a9a")
-
-
-def render_compare_report(result: CompareResult) -> str:
-    """The text of each document coloured by Δ NLL per paired span."""
-    a, b = result.a, result.b
-    legend = _legend(_DELTA_EDGES, _DELTA_BG, "\u2026")
-    paired = result.paired
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>gptloss compare \u00b7 {_e(a.spec)} vs {_e(b.spec)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>A: {_e(a.spec)} ({_e(a.dtype)}) \u00b7 B: {_e(b.spec)} ({_e(b.dtype)})</h1>",
-        f'<p class="meta">{_e(_paired_line(result.totals("a"), result.totals("b"), paired, result.distribution))}</p>',
-        f'<p class="legend">\u0394 NLL = B \u2212 A per {paired.unit}, nats: {legend}</p>',
-    ]
-    for doc in result.documents:
-        line = _paired_line(doc.totals_a, doc.totals_b, doc.paired(result.unit), doc.distribution())
-        parts.append(f'<section><h2>{_e(doc.source)}</h2><p class="meta">{_e(line)}</p>')
-        parts.append(f'<div class="text">{_delta_spans(doc)}</div></section>')
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
-
-
-def _paired_line(ta: Totals, tb: Totals, p: Paired, dist: Distribution | None) -> str:
-    line = (
-        f"PPL A {num(ta.perplexity, 2)}, B {num(tb.perplexity, 2)} \u00b7 "
-        f"bits/byte A {num(ta.bits_per_byte, 4)}, B {num(tb.bits_per_byte, 4)} \u00b7 "
-        f"mean \u0394 NLL {num(p.mean_delta_nll, 4)} \u00b1 {num(p.stderr, 4)} over {p.n} {p.unit}s"
-    )
-    if dist:
-        line += f" \u00b7 mean KL {dist.mean_kld:.5f} \u00b7 same top-1 {dist.same_top1:.3f}"
-    return line
-
-
-def _delta_spans(doc: DocumentPair) -> str:
-    out, at = [], 0
-    text = doc.text
-    for (start, end), nll_a, nll_b in sorted(zip(doc.spans.tolist(), doc.nll_a, doc.nll_b, strict=True)):
-        if start > at:
-            out.append(_e(text[at:start]))
-        delta = float(nll_b - nll_a)
-        bg = _DELTA_BG[bucket(delta, _DELTA_EDGES)]
-        tip = f"NLL A {nll_a:.3f}, B {nll_b:.3f}, \u0394 {delta:+.3f}"
-        out.append(f'<span class="t" style="background:{bg}" title="{_e(tip)}">{_e(text[start:end])}</span>')
-        at = max(at, end)
-    out.append(_e(text[at:]))
-    return "".join(out)

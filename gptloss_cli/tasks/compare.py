@@ -19,10 +19,12 @@ import numpy as np
 
 from ..core.distributed import SOLO, World
 from ..core.engine import DocumentLosses, Progress, Scorer, nll_measure, pair_measure
+from ..core.heads import HeadCache
 from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
 from ..core.totals import Bootstrap, document_totals
 from ..core.windows import TokenizedDocument
 from ..core.words import per_word
+from ..errors import GptlossError
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
 from .compare_result import CompareResult, DocumentPair
@@ -40,8 +42,12 @@ def compare_documents(
     bootstrap: int = 0,
     seed: int = 0,
     world: World = SOLO,
+    binoculars: bool = False,
+    cache: HeadCache | None = None,
 ) -> CompareResult:
-    """Score `documents` with both models and pair the results (see the module docstring)."""
+    """Score `documents` with both models and pair the results (see the module docstring). binoculars: report
+    Binoculars with A observing and B performing (same tokenizer only); cache: A's head inputs kept from an
+    earlier comparison of the same documents and settings (candidates against one base)."""
     settings = settings or WindowSettings()
     if settings.max_length is None:  # both models must take the windows: the shorter default wins
         shorter = min(make_plan(a, settings).max_length, make_plan(b, settings).max_length)
@@ -55,14 +61,23 @@ def compare_documents(
         and _vocab(a) == _vocab(b)
         and all(np.array_equal(x.ids, y.ids) for x, y in zip(tok_a, tok_b, strict=True))
     )
+    if binoculars and not same:
+        raise GptlossError(
+            "--binoculars needs two models with one tokenizer (A observes, B performs): these tokenize differently"
+        )
     if same:
-        losses = Scorer(pair_measure(a, b, plan_a.peer_softmax), a.info.device, world).score(tok_a, plan_a, progress)
+        if cache is not None:
+            cache.start((plan_a, tuple(hash(t.ids.tobytes()) for t in tok_a)))
+        measure = pair_measure(a, b, plan_a.peer_softmax, cache)
+        losses = Scorer(measure, a.info.device, world).score(tok_a, plan_a, progress)
+        if cache is not None:
+            cache.finish()
         docs = [_same_vocabulary(doc, loss) for doc, loss in zip(tok_a, losses, strict=True)]
     else:
         docs = _cross_vocabulary(a, b, tok_a, tok_b, (plan_a, plan_b), progress, world)
     docs = [replace(d, label=doc.label) for d, doc in zip(docs, documents, strict=True)]
     boot = Bootstrap(bootstrap, seed) if bootstrap else None
-    return CompareResult(a.info, b.info, plan_a, same, docs, top_n, boot, protocol_card(plan_a, tok_a))
+    return CompareResult(a.info, b.info, plan_a, same, docs, top_n, boot, protocol_card(plan_a, tok_a), binoculars)
 
 
 def _vocab(lm: LoadedModel) -> int:
@@ -90,6 +105,8 @@ def _same_vocabulary(doc: TokenizedDocument, loss: DocumentLosses) -> DocumentPa
         _column(loss, "kld", np.float64),
         np.exp(-nll_b) - np.exp(-nll_a),
         _column(loss, "same_top1", bool),
+        kld_reverse=_column(loss, "kld_reverse", np.float64),
+        cross_entropy=_column(loss, "cross_entropy", np.float64),
     )
 
 

@@ -11,125 +11,15 @@ from typing import Any
 import numpy as np
 
 from ..core.plan import Plan
-from ..core.totals import Bootstrap, Totals, bootstrap_exp_ci95, stderr
+from ..core.totals import Bootstrap, Totals, bootstrap_exp_ci95
 from ..models.spec import ModelInfo
 from .analyses import Detection, detection
+from .compare_stats import Difference, Distribution, Paired
 from .job import settings_dict
 from .protocols import ProtocolCard
 
 COMPARE_SCHEMA = "gptloss.compare/v1"
-PERCENTILES: tuple[tuple[str, float], ...] = (
-    *(("max", 100.0), ("99.9", 99.9), ("99", 99.0), ("95", 95.0), ("90", 90.0)),
-    *(("50", 50.0), ("10", 10.0), ("5", 5.0), ("1", 1.0), ("min", 0.0)),
-)
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
-def percentiles(values: np.ndarray) -> dict[str, float] | None:
-    if len(values) == 0:
-        return None
-    points = np.percentile(values, [q for _, q in PERCENTILES])
-    return {name: float(v) for (name, _), v in zip(PERCENTILES, points, strict=True)}
-
-
-@dataclass(frozen=True)
-class Paired:
-    """B - A over paired units (tokens, or words across tokenizers): mean, its standard error, the PPL
-    ratio exp(mean), the correlation of the two NLLs, and a document-bootstrap interval of the ratio."""
-
-    unit: str
-    n: int
-    mean_delta_nll: float | None
-    stderr: float | None
-    ppl_ratio: float | None
-    correlation: float | None
-    bootstrap: Bootstrap | None = None
-    ppl_ratio_bootstrap_ci95: tuple[float, float] | None = None
-
-    @classmethod
-    def of(cls, nll_a: np.ndarray, nll_b: np.ndarray, unit: str) -> Paired:
-        delta = nll_b - nll_a
-        n = len(delta)
-        corr = None
-        if n > 1 and np.std(nll_a) > 0 and np.std(nll_b) > 0:
-            corr = _finite(float(np.corrcoef(nll_a, nll_b)[0, 1]))
-        mean = float(delta.mean()) if n else None
-        ratio = _finite(math.exp(mean)) if mean is not None and mean < 700 else None
-        return cls(unit, n, mean, stderr(delta), ratio, corr)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "unit": self.unit,
-            "n": self.n,
-            "mean_delta_nll": self.mean_delta_nll,
-            "stderr": self.stderr,
-            "ppl_ratio": self.ppl_ratio,
-            "correlation": self.correlation,
-        }
-        if self.bootstrap is not None:
-            ci = self.ppl_ratio_bootstrap_ci95
-            out["ppl_ratio_bootstrap_ci95"] = None if ci is None else list(ci)
-            out["bootstrap"] = self.bootstrap.to_dict()
-        return out
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """Per-position comparison of the two next-token distributions (same vocabulary only)."""
-
-    mean_kld: float
-    mean_kld_stderr: float | None
-    kld_percentiles: dict[str, float]
-    delta_p_mean: float
-    delta_p_stderr: float | None
-    delta_p_percentiles: dict[str, float]
-    rms_delta_p: float
-    same_top1: float
-    same_top1_stderr: float | None
-
-    @classmethod
-    def of(cls, kld: np.ndarray, delta_p: np.ndarray, same_top1: np.ndarray) -> Distribution | None:
-        if len(kld) == 0:
-            return None
-        agree = float(same_top1.mean())
-        return cls(
-            mean_kld=float(kld.mean()),
-            mean_kld_stderr=stderr(kld),
-            kld_percentiles=percentiles(kld) or {},
-            delta_p_mean=float(delta_p.mean()),
-            delta_p_stderr=stderr(delta_p),
-            delta_p_percentiles=percentiles(delta_p) or {},
-            rms_delta_p=float(np.sqrt(np.mean(delta_p**2))),
-            same_top1=agree,
-            same_top1_stderr=math.sqrt(agree * (1 - agree) / len(kld)) if len(kld) > 1 else None,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A paired span with a large |Δ NLL|."""
-
-    source: str
-    start: int
-    end: int
-    text: str
-    nll_a: float
-    nll_b: float
-
-    @property
-    def delta_nll(self) -> float:
-        return self.nll_b - self.nll_a
-
-    def to_dict(self, with_source: bool = True) -> dict[str, Any]:
-        where = {"source": self.source} if with_source else {}
-        span = {"start": self.start, "end": self.end, "text": self.text}
-        return {**where, **span, "nll_a": self.nll_a, "nll_b": self.nll_b, "delta_nll": self.delta_nll}
+# The percentiles llama-perplexity lists for KLD, and for Δp (which adds the quartiles).
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,6 +37,16 @@ class DocumentPair:
     delta_p: np.ndarray | None = None
     same_top1: np.ndarray | None = None
     label: int | None = None  # from --label-column
+    kld_reverse: np.ndarray | None = None  # (n,) KL(P_B || P_A), same vocabulary only
+    cross_entropy: np.ndarray | None = None  # (n,) -Σ P_A log P_B, same vocabulary only
+
+    @property
+    def binoculars(self) -> float | None:
+        """Binoculars with A observing and B performing: B's mean NLL over the mean of -Σ P_A log P_B."""
+        if self.cross_entropy is None or len(self.cross_entropy) == 0:
+            return None
+        cross = float(self.cross_entropy.mean())
+        return float(self.nll_b.mean()) / cross if cross > 0 else None
 
     @property
     def delta_mean_nll(self) -> float | None:
@@ -159,7 +59,7 @@ class DocumentPair:
     def distribution(self) -> Distribution | None:
         if self.kld is None or self.delta_p is None or self.same_top1 is None:
             return None
-        return Distribution.of(self.kld, self.delta_p, self.same_top1)
+        return Distribution.of(self.kld, self.delta_p, self.same_top1, self.kld_reverse)
 
     def top_differences(self, n: int) -> list[Difference]:
         order = np.argsort(-np.abs(self.nll_b - self.nll_a), kind="stable")[:n]
@@ -186,6 +86,15 @@ class CompareResult:
     top_n: int = 10
     bootstrap: Bootstrap | None = None  # document resamples for the interval of B/A
     card: ProtocolCard | None = None  # model A's windows (B's are the same when they share a tokenizer)
+    binoculars: bool = False  # report Binoculars (A observes, B performs)
+
+    @property
+    def binoculars_score(self) -> float | None:
+        """B's mean NLL over the mean of -Σ P_A log P_B, over all positions (the documents' pooled)."""
+        cross = self._all("cross_entropy") if self.same_vocabulary else np.zeros(0)
+        if not self.binoculars or len(cross) == 0 or cross.mean() <= 0:
+            return None
+        return float(self._all("nll_b").mean() / cross.mean())
 
     @property
     def unit(self) -> str:
@@ -215,7 +124,8 @@ class CompareResult:
     def distribution(self) -> Distribution | None:
         if not self.same_vocabulary:
             return None
-        return Distribution.of(self._all("kld"), self._all("delta_p"), self._all("same_top1"))
+        reverse = self._all("kld_reverse") if all(d.kld_reverse is not None for d in self.documents) else None
+        return Distribution.of(self._all("kld"), self._all("delta_p"), self._all("same_top1"), reverse)
 
     def top_differences(self) -> list[Difference]:
         """The top_n spans with the largest |Δ NLL| over all documents."""
@@ -239,6 +149,7 @@ class CompareResult:
             "distribution": None if dist is None else dist.to_dict(),
             "top_differences": [t.to_dict() for t in self.top_differences()],
             **({"detection": [x.to_dict() for x in self.detection]} if self.detection is not None else {}),
+            **({"binoculars": self.binoculars_score} if self.binoculars else {}),
         }
 
     @cached_property
@@ -252,6 +163,8 @@ class CompareResult:
             "mean_nll_b": [d.totals_b.mean_nll for d in self.documents],
             "delta_mean_nll": [d.delta_mean_nll for d in self.documents],
         }
+        if self.binoculars:
+            scores["binoculars"] = [d.binoculars for d in self.documents]
         return detection(scores, labels)
 
     def _document(self, d: DocumentPair) -> dict[str, Any]:
@@ -260,6 +173,7 @@ class CompareResult:
             "source": d.source,
             **({"label": d.label} if d.label is not None else {}),
             "delta_mean_nll": d.delta_mean_nll,
+            **({"binoculars": d.binoculars} if self.binoculars else {}),
             "a": d.totals_a.to_dict(),
             "b": d.totals_b.to_dict(),
             "paired": d.paired(self.unit).to_dict(),
