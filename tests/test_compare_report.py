@@ -134,3 +134,47 @@ def test_each_candidate_equals_its_own_comparison(tmp_path: Path, model_dirs) ->
                     assert row[block][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (block, key)
     table = run("compare", base, base, path, "-b", f"{base}@float16", "--max-length", 32)
     assert table.exit_code == 0 and "ln ratio" in table.stdout and "float16" in table.stdout
+
+
+def test_non_finite_losses_are_one_clear_error(pair) -> None:
+    from gptloss_cli.core.engine import Scorer
+    from gptloss_cli.errors import GptlossError
+    from gptloss_cli.tasks.score import ScoreRun
+
+    run_ = ScoreRun(pair[0], [Document(TEXT, "t")], WindowSettings(max_length=32))
+
+    def overflowing(batch):
+        nll = torch.ones(batch.targets.shape[0])
+        nll[0] = float("nan")
+        return {"nll": nll}
+
+    with pytest.raises(GptlossError, match="1 of .* values of nll are not finite"):
+        Scorer(overflowing, "cpu").score(run_.tokenized, run_.plan)
+
+
+def test_a_candidate_that_fails_is_a_row_of_its_own(tmp_path: Path, model_dirs, monkeypatch) -> None:
+    from gptloss_cli.errors import GptlossError
+    from gptloss_cli.tasks import compare as task
+
+    original = task.compare_documents
+
+    def fails_in_float16(a, b, *args, **kwargs):
+        if b.info.dtype == "float16":
+            raise GptlossError("3 of 9 values of nll_b are not finite (NaN or inf)")
+        return original(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(task, "compare_documents", fails_in_float16)
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    model = model_dirs["llama"]
+    result = run("compare", model, model, path, "-b", f"{model}@float16", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["candidates"]
+    assert (
+        "paired" in rows[0]
+        and rows[1]["error"].startswith("3 of 9 values")
+        and rows[1]["b"]["model"]["dtype"] == "float16"
+    )
+    table = run("compare", model, model, path, "-b", f"{model}@float16")
+    assert table.exit_code == 0 and "not finite" in table.stdout
+    one_line_error(run("compare", model, model, path, "--dtype-b", "float16", "-b", f"{model}@float16"), "no candidate")

@@ -159,18 +159,26 @@ def compare_candidates(
     import gc
 
     from ..core.heads import HeadCache
-    from ..render.compare import sweep_json, sweep_table
+    from ..render.compare import sweep_json, sweep_view
     from ..render.format import to_json
     from ..tasks.compare import compare_documents
+    from ..tasks.compare_result import CompareResult, FailedCandidate
 
     (a, first), documents, world = prepare(inputs, [base, candidates[0]], window.bos)
-    pending, cache, results = [first], HeadCache(), []
+    pending, cache = [first], HeadCache()
+    results: list[CompareResult | FailedCandidate] = []
     del first
     with progress("comparing") as bar:
         for request in candidates:
             b = pending.pop() if pending else load(request)
             args = (report.top, bar.advance, 0, 0, world, report.binoculars, cache)
-            results.append(compare_documents(a, b, documents, window, *args))
+            try:
+                results.append(compare_documents(a, b, documents, window, *args))
+            except GptlossError as exc:  # one candidate that cannot run (NaN in float16, say) is a row of its own
+                results.append(FailedCandidate(b.info, str(exc)))
             del b  # the next candidate loads once this one is gone
             gc.collect()
-    emit(to_json(sweep_json(results)) if json else sweep_table(results), output)
+    failed = [r for r in results if isinstance(r, FailedCandidate)]
+    if len(failed) == len(results):
+        raise GptlossError(f"no candidate could be compared; the first: {failed[0].error}")
+    emit(to_json(sweep_json(results)) if json else sweep_view(results), output)

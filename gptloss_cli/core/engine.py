@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import GptlossError
 from ..models.spec import LoadedModel
 from .batches import BatchInputs, all_windows, batch_inputs, batches
 from .distributed import SOLO, RankFailed, World, decode, encode, error_message, share
@@ -228,6 +229,13 @@ class Scorer:
     def _batch(self, docs: list[TokenizedDocument], batch: list[Window], plan: Plan) -> list[Scored]:
         inputs = batch_inputs(docs, batch, plan, self.device)
         values = {name: _numpy(tensor) for name, tensor in self.measure(inputs).items()}  # name -> (M, ...)
+        for name, value in values.items():
+            bad = int((~np.isfinite(value)).sum()) if value.dtype.kind == "f" else 0
+            if bad:
+                raise GptlossError(
+                    f"{bad} of {value.size} values of {name} are not finite (NaN or inf): the model overflows in "
+                    "its dtype (float16 does in some models' activations, Gemma's among them); use bfloat16 or float32"
+                )
         out, lo = [], 0
         for positions, context in inputs.meta:
             hi = lo + len(positions)

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ..core.totals import Totals
 from ..models.spec import ModelInfo
-from ..tasks.compare_result import CompareResult, DocumentPair
+from ..tasks.compare_result import CompareResult, DocumentPair, FailedCandidate
 from ..tasks.compare_stats import Distribution, Paired
 from .analyses import detection_table
 from .fit import FitNames
@@ -151,18 +151,25 @@ def compare_view(result: CompareResult) -> RenderableType:
     return Group(*parts, *([found] if found else []))
 
 
-def sweep_json(results: list[CompareResult]) -> dict[str, Any]:
-    """Several candidates against one base: the base, and each candidate's whole comparison."""
+def sweep_json(results: list[CompareResult | FailedCandidate]) -> dict[str, Any]:
+    """Several candidates against one base: the base, and each candidate's whole comparison (or its error)."""
+    base = next((r.a for r in results if isinstance(r, CompareResult)), None)
     return {
         "schema": "gptloss.compare-sweep/v1",
-        "base": results[0].a.to_dict(),
+        "base": None if base is None else base.to_dict(),
         "candidates": [r.to_dict() for r in results],
     }
 
 
-def sweep_table(results: list[CompareResult]) -> Table:
+def sweep_view(results: list[CompareResult | FailedCandidate]) -> RenderableType:
+    """The candidates' table, then why each failed one failed."""
+    failures = [Text(f"{r.b.spec} · {r.b.dtype}: {r.error}") for r in results if isinstance(r, FailedCandidate)]
+    return Group(sweep_table(results), *failures)
+
+
+def sweep_table(results: list[CompareResult | FailedCandidate]) -> Table:
     """One row per candidate against the base: PPL, ln(PPL(Q)/PPL(base)) ± as llama-perplexity, KL, top-1."""
-    base = results[0]
+    base = next(r for r in results if isinstance(r, CompareResult))
     table = Table(
         title=Text(f"against {base.a.spec} · {base.a.dtype} (PPL {num(base.totals('a').perplexity, 4)})"),
         caption="ln ratio: mean ln(PPL(candidate)/PPL(base)) ± its uncertainty with the covariance term "
@@ -174,6 +181,9 @@ def sweep_table(results: list[CompareResult]) -> Table:
     for header in ("candidate", "PPL", "ln ratio ± u", "mean KL", "same top-1"):
         table.add_column(header, justify="left" if header == "candidate" else "right")
     for r in results:
+        if isinstance(r, FailedCandidate):
+            table.add_row(Text(f"{r.b.spec} · {r.b.dtype}"), "failed", "(below)", "", "")
+            continue
         ratio, dist = r.paired.llama_cpp, r.distribution
         spread = "" if ratio is None or ratio.ln_ppl_ratio_stderr is None else f" ± {ratio.ln_ppl_ratio_stderr:.5f}"
         table.add_row(

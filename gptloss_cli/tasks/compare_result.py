@@ -180,3 +180,14 @@ class CompareResult:
             "distribution": None if dist is None else dist.to_dict(),
             "top_differences": [t.to_dict(with_source=False) for t in d.top_differences(self.top_n)],
         }
+
+
+@dataclass(frozen=True)
+class FailedCandidate:
+    """A candidate that could not be compared, and why."""
+
+    b: ModelInfo
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"b": {"model": self.b.to_dict()}, "error": self.error}
