@@ -13,7 +13,7 @@ from ..core.totals import Bootstrap
 from ..errors import GptlossError
 from ..files import require_folder, write_atomic
 from ..inputs.read import InputSettings
-from ..models.spec import Device, Dtype, ModelRequest
+from ..models.spec import Device, Dtype, LoadedModel, ModelRequest
 from .console import emit, load, progress
 from .inputs import INPUTS
 from .options import (
@@ -166,17 +166,19 @@ def compare_candidates(
 
     (a, first), documents, world = prepare(inputs, [base, candidates[0]], window.bos)
     pending, cache = [first], HeadCache()
+    b: LoadedModel | None = None
     results: list[CompareResult | FailedCandidate] = []
     del first
     with progress("comparing") as bar:
         for request in candidates:
-            b = pending.pop() if pending else load(request)
             args = (report.top, bar.advance, 0, 0, world, report.binoculars, cache)
-            try:
+            try:  # a candidate that cannot load or run (NaN in float16, say) is a row of its own
+                b = pending.pop() if pending else load(request)
                 results.append(compare_documents(a, b, documents, window, *args))
-            except GptlossError as exc:  # one candidate that cannot run (NaN in float16, say) is a row of its own
-                results.append(FailedCandidate(b.info, str(exc)))
-            del b  # the next candidate loads once this one is gone
+            except GptlossError as exc:
+                dtype = b.info.dtype if b is not None else request.dtype.value
+                results.append(FailedCandidate(request.spec, dtype, str(exc)))
+            b = None  # the next candidate loads once this one is gone
             gc.collect()
     failed = [r for r in results if isinstance(r, FailedCandidate)]
     if len(failed) == len(results):

@@ -163,7 +163,7 @@ def sweep_json(results: list[CompareResult | FailedCandidate]) -> dict[str, Any]
 
 def sweep_view(results: list[CompareResult | FailedCandidate]) -> RenderableType:
     """The candidates' table, then why each failed one failed."""
-    failures = [Text(f"{r.b.spec} · {r.b.dtype}: {r.error}") for r in results if isinstance(r, FailedCandidate)]
+    failures = [Text(f"{r.spec} · {r.dtype}: {r.error}") for r in results if isinstance(r, FailedCandidate)]
     return Group(sweep_table(results), *failures)
 
 
@@ -182,7 +182,7 @@ def sweep_table(results: list[CompareResult | FailedCandidate]) -> Table:
         table.add_column(header, justify="left" if header == "candidate" else "right")
     for r in results:
         if isinstance(r, FailedCandidate):
-            table.add_row(Text(f"{r.b.spec} · {r.b.dtype}"), "failed", "(below)", "", "")
+            table.add_row(Text(f"{r.spec} · {r.dtype}"), "failed", "(below)", "", "")
             continue
         ratio, dist = r.paired.llama_cpp, r.distribution
         spread = "" if ratio is None or ratio.ln_ppl_ratio_stderr is None else f" ± {ratio.ln_ppl_ratio_stderr:.5f}"

@@ -184,10 +184,11 @@ class CompareResult:
 
 @dataclass(frozen=True)
 class FailedCandidate:
-    """A candidate that could not be compared, and why."""
+    """A candidate that could not be loaded or compared, and why."""
 
-    b: ModelInfo
+    spec: str
+    dtype: str  # as asked for (auto before a load)
     error: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"b": {"model": self.b.to_dict()}, "error": self.error}
+        return {"b": {"model": {"spec": self.spec, "dtype": self.dtype}}, "error": self.error}
