@@ -1,6 +1,6 @@
 """Membership scores on a labelled set built from public texts, and what --membership costs over score.
 
-    python benchmarks/membership_check.py [--model gemma-3-270m] [--documents 60] [--repeats 3]
+    python benchmarks/membership_check.py [--model gemma-3-270m] [--documents 60] [--words 60] [--repeats 3]
 
 The set: paragraphs of the licence texts Debian ships (/usr/share/common-licenses), each as it is (label 1)
 and with its words shuffled (label 0, same words, same length). Prints the detection table (AUROC, TPR at
@@ -45,10 +45,11 @@ def main() -> None:
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--documents", type=int, default=60, help="label-1 and label-0 documents in all")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--words", type=int, default=60, help="words per document")
     args = parser.parse_args()
     rng = random.Random(0)
     docs = []
-    for i, text in enumerate(paragraphs(args.documents // 2)):
+    for i, text in enumerate(paragraphs(args.documents // 2, args.words)):
         shuffled = text.split()
         rng.shuffle(shuffled)
         docs.append(Document(text, f"para-{i}", label=1))
