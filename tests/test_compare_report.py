@@ -179,3 +179,30 @@ def test_a_candidate_that_fails_is_a_row_of_its_own(tmp_path: Path, model_dirs, 
     said = " ".join(table.stdout.split())  # the lines below the table wrap at the terminal's width
     assert table.exit_code == 0 and "are not finite" in said and "no such GGUF file" in said
     one_line_error(run("compare", model, model, path, "--dtype-b", "float16", "-b", f"{model}@float16"), "no candidate")
+
+
+def test_a_pass_that_stopped_part_way_leaves_nothing_in_the_cache() -> None:
+    from gptloss_cli.core.heads import HeadCache
+
+    cache, made = HeadCache(), []
+
+    def compute(i: int):
+        made.append(i)
+        return i  # stands for a Head
+
+    cache.start("k")
+    cache.get(lambda: compute(1))  # a pass that fails after one batch: no finish()
+    cache.start("k")
+    assert [cache.get(lambda: compute(2)), cache.get(lambda: compute(3))] == [2, 3]
+    cache.finish()
+    cache.start("k")
+    assert [cache.get(lambda: compute(9)), cache.get(lambda: compute(9))] == [2, 3] and made == [1, 2, 3]
+
+
+def test_sweep_refuses_bootstrap_and_shows_binoculars(tmp_path: Path, model_dirs) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    model = model_dirs["llama"]
+    one_line_error(run("compare", model, model, path, "-b", f"{model}@bfloat16", "--bootstrap", 10), "--bootstrap")
+    shown = run("compare", model, model_dirs["gemma3"], path, "--binoculars")
+    assert shown.exit_code == 0 and "Binoculars" in shown.stdout

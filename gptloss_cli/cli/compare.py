@@ -106,8 +106,8 @@ def compare(
     if html is not None:
         require_folder(html)
     if report.candidates:
-        if html is not None:
-            raise GptlossError("--html shows one comparison: drop --candidate, or --html")
+        if html is not None or bootstrap is not None:
+            raise GptlossError("--html and --bootstrap go with one comparison: drop --candidate, or them")
         candidates = [models[1], *(candidate_request(c, models[1]) for c in report.candidates)]
         compare_candidates(models[0], candidates, inputs, window, report, fmt is Format.json, output)
         return
@@ -139,8 +139,10 @@ def compare(
 
 def candidate_request(text: str, like: ModelRequest) -> ModelRequest:
     """SPEC or SPEC@DTYPE as a model request on B's device, with B's dtype unless one is given."""
+    if not text.strip("@"):
+        raise GptlossError(f"--candidate {text!r}: give a model spec, optionally with @DTYPE")
     spec, at, dtype = text.rpartition("@")
-    if at and dtype in {d.value for d in Dtype}:
+    if at and dtype in {d.value for d in Dtype} and not Path(text).expanduser().exists():
         return replace(like, spec=spec, dtype=Dtype(dtype))
     return replace(like, spec=text)
 

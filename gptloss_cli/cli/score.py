@@ -147,6 +147,12 @@ def check_combination(
         raise GptlossError("--shard needs --output FILE with -f jsonl (a .jsonl run file, for gptloss merge)")
     if output is not None:
         require_folder(output)
+    asked = analyses.analyses.to_dict() is not None
+    if (analyses.context_lengths or len(window) > 1) and (asked or bootstrap is not None):
+        raise GptlossError(
+            "--by-position, --membership and --bootstrap go with one scoring run, not --context-lengths or "
+            "--protocol all"
+        )
     if analyses.context_lengths:
         if fmt is ScoreFormat.jsonl or share is not None or len(window) > 1:
             raise GptlossError("--context-lengths gives one table (or -f json): no run file, shard or --protocol")

@@ -85,7 +85,7 @@ class HeadCache:
     def start(self, key: object) -> None:
         """A new pass over the batches that `key` (the plan and the documents' ids) lays out: the first pass
         fills the cache, later ones with the same key read it; another key starts afresh."""
-        if key != self._key:
+        if key != self._key or not self.filled:  # a pass that stopped part way leaves nothing to read
             self.heads, self.filled, self._key = [], False, key
         self._next = 0
 

@@ -142,6 +142,8 @@ def compare_view(result: CompareResult) -> RenderableType:
     parts: list[RenderableType] = [FitNames(lambda width: _table(result, width), longest)]
     parts += [Text(n) for n in _notes(result)]
     parts.append(Text(_distribution_line(result.distribution)))
+    if result.binoculars:
+        parts.append(Text(f"Binoculars (A observes, B performs), pooled: {num(result.binoculars_score, 5)}"))
     if result.distribution is not None:
         parts.append(Text(llama_cpp_block(result.paired, result.distribution)))
     if result.top_differences():
@@ -173,7 +175,7 @@ def sweep_table(results: list[CompareResult | FailedCandidate]) -> Table:
     table = Table(
         title=Text(f"against {base.a.spec} · {base.a.dtype} (PPL {num(base.totals('a').perplexity, 4)})"),
         caption="ln ratio: mean ln(PPL(candidate)/PPL(base)) ± its uncertainty with the covariance term "
-        "(llama-perplexity's); mean KL(base‖candidate) in nats; -f json has every statistic",
+        "(llama-perplexity's; — across tokenizers); mean KL(base‖candidate) in nats; -f json has every statistic",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -184,7 +186,8 @@ def sweep_table(results: list[CompareResult | FailedCandidate]) -> Table:
         if isinstance(r, FailedCandidate):
             table.add_row(Text(f"{r.spec} · {r.dtype}"), "failed", "(below)", "", "")
             continue
-        ratio, dist = r.paired.llama_cpp, r.distribution
+        ratio = r.paired.llama_cpp if r.same_vocabulary else None  # per word across tokenizers: not a PPL ratio
+        dist = r.distribution
         spread = "" if ratio is None or ratio.ln_ppl_ratio_stderr is None else f" ± {ratio.ln_ppl_ratio_stderr:.5f}"
         table.add_row(
             Text(f"{r.b.spec} · {r.b.dtype}"),

@@ -143,7 +143,7 @@ class Distribution:
             delta_p_percentiles=percentiles(delta_p, DELTA_P_PERCENTILES) or {},
             rms_delta_p=float(np.sqrt(np.mean(delta_p**2))),
             same_top1=agree,
-            same_top1_stderr=math.sqrt(agree * (1 - agree) / len(kld)) if len(kld) > 1 else None,
+            same_top1_stderr=math.sqrt(agree * (1 - agree) / (len(kld) - 1)) if len(kld) > 1 else None,
             mean_kld_reverse=None if reverse is None or len(reverse) == 0 else float(reverse.mean()),
             mean_kld_reverse_stderr=None if reverse is None else stderr(reverse),
         )
