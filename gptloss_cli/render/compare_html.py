@@ -8,15 +8,13 @@ inline SVG. Across tokenizers: Δ NLL per word.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..core.totals import Totals
 from ..tasks.compare_result import CompareResult, DocumentPair
 from ..tasks.compare_stats import Distribution, Paired
 from .format import num
-from .html import CSS, escape
+from .html import CSS, escape, peak_line
 
 SCALE = (50.0, 75.0, 90.0, 95.0, 99.0)  # percentiles that bound the colour steps
 KL_BG = ("#ffffff", "#fff3e0", "#ffe0b2", "#ffb74d", "#f57c00", "#bf360c")
@@ -112,11 +110,7 @@ def _trace(kld: np.ndarray, width: int = 900, height: int = 120, points: int = 6
     """KL along the text: the maximum of each run of positions."""
     if len(kld) == 0:
         return ""
-    step = max(1, math.ceil(len(kld) / points))
-    peaks = [float(kld[i : i + step].max()) for i in range(0, len(kld), step)]
-    top = max(max(peaks), 1e-12)
-    n = max(1, len(peaks) - 1)
-    line = " ".join(f"{i * width / n:.1f},{height - 14 - v / top * (height - 28):.1f}" for i, v in enumerate(peaks))
+    line, top, _ = peak_line(kld.tolist(), points, width, height - 14, height - 28, 1e-12)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="KL along the text"><polyline fill="none" stroke="#bf360c" stroke-width="1" points="{line}"/>'

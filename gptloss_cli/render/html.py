@@ -113,15 +113,22 @@ def _spans(text: str, records: Sequence[AnyRecord], key: str) -> str:
     return "".join(out)
 
 
+def peak_line(
+    values: Sequence[float], points: int, width: int, base: float, span: float, floor: float
+) -> tuple[str, float, int]:
+    """SVG polyline points of the maximum of each run of `step` values (at most `points` of them), scaled so the
+    largest (at least `floor`) reaches `base - span`; returns (points, that largest, step)."""
+    step = max(1, math.ceil(len(values) / points))
+    peaks = [max(values[i : i + step]) for i in range(0, len(values), step)]
+    top = max(max(peaks), floor)
+    n = max(1, len(peaks) - 1)
+    return " ".join(f"{i * width / n:.1f},{base - v / top * span:.1f}" for i, v in enumerate(peaks)), top, step
+
+
 def _plot(records: Sequence[AnyRecord], width: int = 900, height: int = 160) -> str:
     if not records:
         return ""
-    values = [r.bits for r in records]
-    step = max(1, math.ceil(len(values) / PLOT_POINTS))
-    peaks = [max(values[i : i + step]) for i in range(0, len(values), step)]
-    top = max(max(peaks), 1e-9)
-    n = max(1, len(peaks) - 1)
-    points = " ".join(f"{i * width / n:.1f},{height - v / top * (height - 10):.1f}" for i, v in enumerate(peaks))
+    points, top, step = peak_line([r.bits for r in records], PLOT_POINTS, width, height, height - 10, 1e-9)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="surprisal over position"><polyline fill="none" stroke="#b71c1c" stroke-width="1" '

@@ -15,7 +15,7 @@ from ..core.totals import Bootstrap, Totals, bootstrap_ci95, macro_mean_perplexi
 from ..errors import GptlossError
 from .analyses import corpus_analyses
 from .protocols import PeerCounts, peer_numbers
-from .runfile import MODEL_KEYS, PLAN_KEYS, RUN_SCHEMA, document_line, document_score, plan_value
+from .runfile import MODEL_KEYS, PLAN_KEYS, RUN_SCHEMA, document_line, document_score, parse_record, plan_value
 from .score import SCORE_SCHEMA, CorpusTotal, DocumentScore
 
 
@@ -42,15 +42,7 @@ def read_run_file(path: Path) -> RunFile:
         raise GptlossError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise GptlossError(f"{path}: not a gptloss score run (not UTF-8 text)") from exc
-    records = []
-    for number, text in enumerate(raw.splitlines(), start=1):
-        try:
-            record = json.loads(text)
-        except ValueError as exc:
-            raise GptlossError(f"{path} line {number}: not a run record ({exc})") from exc
-        if not isinstance(record, dict):
-            raise GptlossError(f"{path} line {number}: not a run record")
-        records.append((number, record))
+    records = [(number, parse_record(path, number, text)) for number, text in enumerate(raw.splitlines(), start=1)]
     head = records[0][1] if records else {}
     shard = head.get("shard", {"index": 0, "count": 1})
     whole = isinstance(head.get("model"), dict) and isinstance(head.get("settings"), dict)

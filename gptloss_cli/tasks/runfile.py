@@ -67,12 +67,7 @@ def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) ->
     keep = data.rfind(b"\n") + 1  # a line without its newline was cut short
     records, offset = [], 0
     for number, raw in enumerate(data[:keep].splitlines(keepends=True), start=1):
-        try:
-            record = json.loads(raw)
-        except ValueError as exc:
-            raise GptlossError(f"{path} line {number}: not a run record ({exc}); start over without --resume") from exc
-        if not isinstance(record, dict):
-            raise GptlossError(f"{path} line {number}: not a run record; start over without --resume")
+        record = parse_record(path, number, raw, "; start over without --resume")
         if "total" in record:
             keep = offset
             break
@@ -91,6 +86,17 @@ def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) ->
             raise GptlossError(f"{path} line {number}: not a run record; start over without --resume") from exc
     _truncate(path, keep)
     return list(done.values())
+
+
+def parse_record(path: Path, number: int, raw: str | bytes, hint: str = "") -> dict[str, Any]:
+    """Line `number` of a run file as a JSON object, or one line saying it is not a run record (+ `hint`)."""
+    try:
+        record = json.loads(raw)
+    except ValueError as exc:
+        raise GptlossError(f"{path} line {number}: not a run record ({exc}){hint}") from exc
+    if not isinstance(record, dict):
+        raise GptlossError(f"{path} line {number}: not a run record{hint}")
+    return record
 
 
 def _check_header(path: Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
