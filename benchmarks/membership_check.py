@@ -1,6 +1,7 @@
 """Membership scores on a labelled set built from public texts, and what --membership costs over score.
 
-    python benchmarks/membership_check.py [--model gemma-3-270m] [--documents 60] [--words 60] [--repeats 3]
+    python benchmarks/membership_check.py [--model gemma-3-270m] [--documents 60] [--words 60] [--min-k 0.2]
+        [--repeats 3]   # --repeats 0: the detection table only
 
 The set: paragraphs of the licence texts Debian ships (/usr/share/common-licenses), each as it is (label 1)
 and with its words shuffled (label 0, same words, same length). Prints the detection table (AUROC, TPR at
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=60, help="label-1 and label-0 documents in all")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--words", type=int, default=60, help="words per document")
+    parser.add_argument("--min-k", type=float, default=0.2, help="k of Min-K% and Min-K%++")
     args = parser.parse_args()
     rng = random.Random(0)
     docs = []
@@ -56,16 +58,18 @@ def main() -> None:
         docs.append(Document(" ".join(shuffled), f"shuffled-{i}", label=0))
     lm = load_model(args.model)
     settings = WindowSettings()
-    result = ScoreRun(lm, docs, settings, analyses=Analyses(min_k=0.2)).run()
+    result = ScoreRun(lm, docs, settings, analyses=Analyses(min_k=args.min_k)).run()
     tokens = result.total.tokens_scored
     print(f"{args.model}: {len(docs)} documents ({len(docs) // 2} paragraphs, each also shuffled), {tokens} tokens")
     print(f"{'score':<16} {'label 1 when':<12} {'AUROC':>7} {'TPR@1%':>7} {'TPR@5%':>7}")
     for d in result.corpus.detection or []:
         rates = " ".join(f"{r['tpr']:7.3f}" if r["tpr"] is not None else "      —" for r in d.tpr_at_fpr)
         print(f"{d.score:<16} {d.positive_when:<12} {d.auroc:7.4f} {rates}")
+    if args.repeats < 1:
+        return
     times: dict[str, list[float]] = {"score": [], "score --membership": []}
     for _ in range(args.repeats):
-        for name, analyses in (("score", Analyses()), ("score --membership", Analyses(min_k=0.2))):
+        for name, analyses in (("score", Analyses()), ("score --membership", Analyses(min_k=args.min_k))):
             start = time.perf_counter()
             ScoreRun(lm, docs, settings, analyses=analyses).run()
             times[name].append(time.perf_counter() - start)

@@ -37,8 +37,9 @@ def _rows(head: Head, targets: torch.Tensor, rows: slice, vocab_block: int) -> t
         s0 = running.sum  # (m,) before this block
         fold = running.fold(head.block(rows, lo, min(lo + vocab_block, head.vocab)), lo)
         d, y, w = fold.shift, fold.shifted, fold.weights  # (m,), (m, b), (m, b)
-        block_s1 = torch.linalg.vecdot(w, y)  # (m,) row dot products: no (m, b) product is kept
-        block_s2 = torch.linalg.vecdot(w, y.square_())  # y is not needed after this block
+        wy = w * y  # (m, b)
+        block_s1 = wy.sum(dim=-1)  # (m,)
+        block_s2 = wy.mul_(y).sum(dim=-1)  # (m,) Σ e^y y², in wy's memory
         # d (2 s1 + d s0), not 2 d s1 + d² s0: at the first block d is about -1e30 and d² overflows
         s2 = fold.scale * (s2 + d * (2 * s1 + d * s0)) + block_s2
         s1 = fold.scale * (s1 + d * s0) + block_s1
