@@ -11,12 +11,22 @@ matmul peak measured in this run), peak RSS, and whole-process wall time.
 --random-weights gives the model in --model (a directory with config.json and tokenizer files) seeded random
 weights first: speed does not depend on the weights, so a machine without the real ones can still be measured.
 Mean NLL is then meaningless. On CUDA, peak GPU memory is shown as well.
+
+--llama-perplexity PATH times llama.cpp's `llama-perplexity` on the model's GGUF file (the bundled alias's, or
+--gguf) and the same text, with chunks of --max-length and as many threads as torch uses. llama.cpp forwards
+whole chunks but scores only the second half of each (L/2 - 1 tokens), so its rows give both rates: "fwd tok/s"
+(tokens through the model per second of evaluation, from its own timer) and "tok/s" (tokens scored per second),
+and each gptloss row is compared with it on both (gptloss scores every token it forwards but the first of a
+window). llama.cpp runs its own quantised kernels on the file's weights; gptloss runs the dequantised weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import resource
 import statistics
 import subprocess
@@ -162,7 +172,49 @@ def random_weights(config_dir: str) -> str:
     return str(target)
 
 
+def run_llama(args: argparse.Namespace) -> dict:
+    """llama-perplexity on the GGUF and text: its evaluation time (its own timer), wall time and peak RSS."""
+    import torch
+
+    cmd = [args.llama_perplexity, "-m", args.gguf, "-f", args.text, "-c", str(args.max_length)]
+    cmd += ["-b", str(args.max_length), "-t", str(torch.get_num_threads())]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    final = re.search(r"Final estimate: PPL = ([\d.]+)", log)
+    chunks = re.search(r"calculating perplexity over (\d+) chunks", log)
+    if status != 0 or not (final and chunks):
+        raise SystemExit(f"llama-perplexity failed:\n{log[-2000:]}")
+    # its log lines start with the time since start, M.SS.mmm.uuu: evaluation runs from the line that announces
+    # the chunks to the final estimate (tokenisation and loading are before it)
+    stamp = r"^(\d+)\.(\d+)\.(\d+)\.(\d+) I perplexity: "
+    begin = re.search(stamp + "calculating", log, re.M)
+    end = re.search(stamp.replace("perplexity: ", "") + "Final estimate", log, re.M)
+    if not (begin and end):
+        raise SystemExit(f"llama-perplexity printed no timestamps:\n{log[-2000:]}")
+    seconds = log_seconds(end) - log_seconds(begin)
+    n_chunks, half = int(chunks.group(1)), args.max_length // 2
+    return {
+        "tokens": n_chunks * (args.max_length - 1 - half),  # scored: positions L/2 .. L-2 of each chunk
+        "forwarded": n_chunks * args.max_length,
+        "seconds": seconds,
+        "load_seconds": float("nan"),
+        "nll_sum": math.log(float(final.group(1))) * n_chunks * (args.max_length - 1 - half),
+        "rss_mb": usage.ru_maxrss / 1024,
+        "process_seconds": wall,
+    }
+
+
+def log_seconds(match: re.Match) -> float:
+    minutes, seconds, millis, micros = (int(g) for g in match.groups())
+    return minutes * 60 + seconds + millis / 1e3 + micros / 1e6
+
+
 def run_child(args: argparse.Namespace, mode: str, dtype: str = "float32") -> dict:
+    if mode == "llama.cpp":
+        return run_llama(args)
     cmd = [sys.executable, __file__, "--child", mode, "--dtype", dtype, "--model", args.model, "--text", args.text]
     cmd += ["--max-length", str(args.max_length), "--batch-size", str(args.batch_size), "--device", args.device]
     t0 = time.perf_counter()
@@ -186,6 +238,8 @@ def main() -> None:
     parser.add_argument("--child", choices=["recipe", "gptloss", "tokens"])
     parser.add_argument("--tokens-run", action="store_true", help="also time `gptloss tokens` (fp32, top-5)")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--llama-perplexity", help="llama.cpp's llama-perplexity binary, timed on the GGUF file")
+    parser.add_argument("--gguf", help="the GGUF file for --llama-perplexity (default: the bundled model's)")
     parser.add_argument("--text")
     args = parser.parse_args()
     if args.child:
@@ -204,6 +258,11 @@ def main() -> None:
     text_path.write_text(build_text(lm.tokenizer, args.tokens), encoding="utf-8")
     args.text = str(text_path)
     del lm
+    if args.llama_perplexity and not args.gguf:
+        from gptloss_cli.models.loader import bundled_gguf
+        from gptloss_cli.models.spec import BUNDLED
+
+        args.gguf = str(bundled_gguf(BUNDLED[args.model])[0])
     used = {"float32", *args.dtypes.split(",")}  # bf16 on a CPU without bf16 units takes minutes: only if asked
     peaks = {d: matmul_peak(d, args.device) for d in ("float32", "bfloat16", "float16") if d in used}
     roofline = peaks["float32"] * 1e9 / (2 * params)
@@ -213,27 +272,42 @@ def main() -> None:
     print(f"fp32 roofline: {roofline:.0f} tok/s")
     runs = [("recipe", d) for d in args.recipe_dtypes.split(",")] + [("gptloss", d) for d in args.dtypes.split(",")]
     runs += [("tokens", "float32")] if args.tokens_run else []
+    runs += [("llama.cpp", "gguf")] if args.llama_perplexity else []
     results = {}
     for mode, dtype in runs:
         samples = [run_child(args, mode, dtype) for _ in range(args.repeats)]
         results[(mode, dtype)] = samples
-    baseline = results[runs[0]]
-    base = statistics.median(s["tokens"] / s["seconds"] for s in baseline)
-    base_proc = statistics.median(s["process_seconds"] for s in baseline)
-    header = f"{'run':<18}{'tokens':>7}{'tok/s':>8}{'x recipe':>9}{'roofline':>9}{'RSS MB':>8}{'load s':>7}"
-    header += f"{'process s':>10}{'x recipe':>9}{'mean NLL':>10}"
-    print(header + (f"{'GPU MB':>8}" if args.device == "cuda" else ""))
+    print_table(results, runs[0], roofline, args.device == "cuda")
+
+
+def print_table(results: dict, first: tuple, roofline: float, cuda: bool) -> None:
+    """One row per run: medians over its samples; ratios to the first run and to llama.cpp when it ran."""
+
+    def med(samples: list, key) -> float:
+        return statistics.median(key(s) for s in samples)
+
+    def scored(s: dict) -> float:
+        return s["tokens"] / s["seconds"]
+
+    def forwarded(s: dict) -> float:  # gptloss: the tokens it scores (one window start each is not scored)
+        return s.get("forwarded", s["tokens"]) / s["seconds"]
+
+    base, base_proc = med(results[first], scored), med(results[first], lambda s: s["process_seconds"])
+    llama = results.get(("llama.cpp", "gguf"))
+    header = f"{'run':<18}{'tokens':>7}{'tok/s':>8}{'fwd tok/s':>10}{'x recipe':>9}{'roofline':>9}{'RSS MB':>8}"
+    header += f"{'load s':>7}{'process s':>10}{'x recipe':>9}{'mean NLL':>10}"
+    header += f"{'x llama':>8}{'x fwd':>7}" if llama else ""
+    print(header + (f"{'GPU MB':>8}" if cuda else ""))
     for (mode, dtype), samples in results.items():
-        tps = statistics.median(s["tokens"] / s["seconds"] for s in samples)
-        proc = statistics.median(s["process_seconds"] for s in samples)
-        rss = max(s["rss_mb"] for s in samples)
-        load = statistics.median(s["load_seconds"] for s in samples)
-        mean_nll = samples[0]["nll_sum"] / samples[0]["tokens"]
-        print(
-            f"{mode + ' ' + dtype:<18}{samples[0]['tokens']:>7}{tps:>8.0f}{tps / base:>9.2f}{tps / roofline:>9.2f}"
-            f"{rss:>8.0f}{load:>7.1f}{proc:>10.1f}{base_proc / proc:>9.2f}{mean_nll:>10.5f}"
-            + (f"{max(s['gpu_mb'] for s in samples):>8.0f}" if args.device == "cuda" else "")
-        )
+        tps, fwd = med(samples, scored), med(samples, forwarded)
+        proc = med(samples, lambda s: s["process_seconds"])
+        row = f"{mode + ' ' + dtype:<18}{samples[0]['tokens']:>7}{tps:>8.0f}{fwd:>10.0f}{tps / base:>9.2f}"
+        row += f"{fwd / roofline:>9.2f}{max(s['rss_mb'] for s in samples):>8.0f}"
+        row += f"{med(samples, lambda s: s['load_seconds']):>7.1f}{proc:>10.1f}{base_proc / proc:>9.2f}"
+        row += f"{samples[0]['nll_sum'] / samples[0]['tokens']:>10.5f}"
+        if llama:
+            row += f"{tps / med(llama, scored):>8.2f}{fwd / med(llama, forwarded):>7.2f}"
+        print(row + (f"{max(s['gpu_mb'] for s in samples):>8.0f}" if cuda else ""))
 
 
 def device_name(device: str) -> str:

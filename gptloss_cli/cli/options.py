@@ -168,7 +168,9 @@ StrideOpt = Annotated[
 BatchSizeOpt = Annotated[
     int,
     panel_option(
-        min=1, panel=WINDOW_PANEL, help="Most windows per forward pass (fewer when they exceed 8,192 tokens on CPU)."
+        min=1,
+        panel=WINDOW_PANEL,
+        help="Most windows per forward pass (fewer when they exceed 1,024 tokens on CPU, 65,536 on a GPU).",
     ),
 ]
 BosOpt = Annotated[
