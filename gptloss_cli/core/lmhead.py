@@ -106,20 +106,34 @@ class OnlineLogSumExp:
         self.sum = torch.zeros(m, device=device)  # (m,)
         self.target = torch.zeros(m, device=device)  # (m,) the target's logit, once its block is seen
 
-    def fold(self, logits: torch.Tensor, lo: int) -> Fold:
-        """Fold in float32 logits (m, b) of vocabulary entries [lo, lo + b)."""
+    def fold(self, logits: torch.Tensor, lo: int, consume: bool = False) -> Fold:
+        """Fold in float32 logits (m, b) of vocabulary entries [lo, lo + b). consume: the caller no longer
+        needs `logits`, which becomes Fold.shifted in place (one (m, b) tensor fewer to allocate: on a CPU
+        allocating and touching it costs more than the arithmetic)."""
+        new_max, shift, scale = self._advance(logits, lo)
+        shifted = logits.sub_(new_max.unsqueeze(1)) if consume else logits - new_max.unsqueeze(1)  # (m, b)
+        weights = shifted.exp()  # (m, b)
+        self.sum = self.sum * scale + weights.sum(dim=-1)
+        return Fold(shifted, weights, shift, scale)
+
+    def fold_sum(self, logits: torch.Tensor, lo: int) -> None:
+        """Fold in logits that are scratch, keeping only the running sum (NLL alone): exp(z - M) is computed
+        in the logits' own memory, so the block allocates nothing (1.4x faster than `fold` on Gemma's head
+        on a CPU, the same numbers)."""
+        new_max, _, scale = self._advance(logits, lo)
+        self.sum = self.sum * scale + logits.sub_(new_max.unsqueeze(1)).exp_().sum(dim=-1)
+
+    def _advance(self, logits: torch.Tensor, lo: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Note the target's logit if it is in this block and raise the running maximum: (new max, old max -
+        new max, exp of that), each (m,)."""
         hi = lo + logits.shape[1]
         inside = (self.targets >= lo) & (self.targets < hi)  # (m,)
         local = (self.targets - lo).clamp(0, logits.shape[1] - 1).unsqueeze(1)  # (m, 1)
         self.target = torch.where(inside, logits.gather(1, local).squeeze(1), self.target)
         new_max = torch.maximum(self.max, logits.amax(dim=-1))  # (m,)
         shift = self.max - new_max  # (m,)
-        scale = torch.exp(shift)  # (m,)
-        shifted = logits - new_max.unsqueeze(1)  # (m, b)
-        weights = shifted.exp()  # (m, b)
-        self.sum = self.sum * scale + weights.sum(dim=-1)
         self.max = new_max
-        return Fold(shifted, weights, shift, scale)
+        return new_max, shift, torch.exp(shift)
 
     def lse(self) -> torch.Tensor:
         """(m,) log Σ_v exp(z_v)."""

@@ -73,7 +73,7 @@ def head_nll(
         block = features[lo : lo + rows]  # (m, D)
         running = OnlineLogSumExp(targets[lo : lo + rows])
         for v in range(0, vocab, vocab_block):
-            running.fold(head.logits(block, v, min(v + vocab_block, vocab)), v)
+            running.fold_sum(head.logits(block, v, min(v + vocab_block, vocab)), v)
         out[lo : lo + rows] = running.nll()
     return out
 
@@ -134,7 +134,7 @@ def _block_stats(
             top_v, pick = torch.cat([top_v, values], dim=1).topk(min(k, top_v.shape[1] + values.shape[1]), dim=1)
             top_i = torch.cat([top_i, index + lo], dim=1).gather(1, pick)
         s0 = running.sum  # (m,) Σ exp(z - M) before this block
-        fold = running.fold(logits, lo)
+        fold = running.fold(logits, lo, consume=True)  # logits are not needed after this
         s1 = fold.scale * (s1 + fold.shift * s0) + fold.shifted.mul_(fold.weights).sum(dim=-1)
     lse = running.lse()  # (m,)
     entropy = torch.log(running.sum) - s1 / running.sum

@@ -35,11 +35,12 @@ def _rows(head: Head, targets: torch.Tensor, rows: slice, vocab_block: int) -> t
     s2 = torch.zeros(target.shape[0], device=target.device)  # (m,) Σ e^y y²
     for lo in range(0, head.vocab, vocab_block):
         s0 = running.sum  # (m,) before this block
-        fold = running.fold(head.block(rows, lo, min(lo + vocab_block, head.vocab)), lo)
+        block = head.block(rows, lo, min(lo + vocab_block, head.vocab))  # (m, b); a view of given logits
+        fold = running.fold(block, lo, consume=head.linear is not None)  # computed logits are scratch
         d, y, w = fold.shift, fold.shifted, fold.weights  # (m,), (m, b), (m, b)
-        wy = w * y  # (m, b)
+        wy = w.mul_(y)  # (m, b) Σ e^y is in running.sum already: w's memory holds e^y y, then e^y y²
         block_s1 = wy.sum(dim=-1)  # (m,)
-        block_s2 = wy.mul_(y).sum(dim=-1)  # (m,) Σ e^y y², in wy's memory
+        block_s2 = wy.mul_(y).sum(dim=-1)  # (m,)
         # d (2 s1 + d s0), not 2 d s1 + d² s0: at the first block d is about -1e30 and d² overflows
         s2 = fold.scale * (s2 + d * (2 * s1 + d * s0)) + block_s2
         s1 = fold.scale * (s1 + d * s0) + block_s1
