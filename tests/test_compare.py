@@ -58,6 +58,31 @@ def test_hand_computed_three_token_vocabulary() -> None:
     assert stats.top1_b.item() == 0  # p_b reversed: [0.5, 0.1, 0.4]
 
 
+@pytest.mark.parametrize(
+    ("p_a", "p_b"),
+    [([0.2, 0.3, 0.0, 0.5], [0.4, 0.1, 0.0, 0.5]), ([0.5, 0.0, 0.5, 0.0], [0.2, 0.3, 0.5, 0.0])],
+    ids=["both-mask-a-token", "only-a-masks-a-token"],
+)
+def test_masked_tokens_against_direct_sums(p_a: list[float], p_b: list[float]) -> None:
+    """Tokens with probability 0 (logit -inf) in one or both models, each vocabulary block size, logits given
+    whole or through a linear head: KL both ways and the cross-entropy against the sums written out."""
+
+    def kl(p: list[float], q: list[float]) -> float:
+        terms = [x * math.log(x / y) if y > 0 else math.inf for x, y in zip(p, q, strict=True) if x > 0]
+        return sum(terms)
+
+    cross = -sum(x * math.log(y) for x, y in zip(p_a, p_b, strict=True) if x > 0)
+    logits_a, logits_b = torch.tensor([p_a]).log(), torch.tensor([p_b]).log()  # (1, 4), -inf where p = 0
+    for vocab_block in (1, 2, 3, 4):
+        for b in (Head(logits_b, None), Head(torch.ones(1, 1), LinearHead(logits_b.T.clone(), None, None))):
+            stats = pair_stats(Head(logits_a.clone(), None), b, torch.tensor([0]), vocab_block=vocab_block)
+            assert math.isclose(stats.kld.item(), kl(p_a, p_b), rel_tol=1e-6), vocab_block
+            if math.isfinite(kl(p_b, p_a)):  # where B gives mass to a token A masks, it stands at float32's max
+                assert math.isclose(stats.kld_reverse.item(), kl(p_b, p_a), rel_tol=1e-6)
+            assert math.isclose(stats.cross_entropy.item(), cross, rel_tol=1e-6)
+            assert torch.equal(logits_a, torch.tensor([p_a]).log())  # logits given whole are left as they were
+
+
 def test_model_against_itself_is_exactly_zero(loaded) -> None:
     lm = loaded["gemma3"]
     result = compare_documents(lm, lm, docs(), WindowSettings(max_length=12, stride=5, batch_size=3))

@@ -66,12 +66,14 @@ def _pair_block(a: Head, b: Head, targets: torch.Tensor, rows: slice, vocab_bloc
         hi = min(lo + vocab_block, a.vocab)
         logits_a, logits_b = a.block(rows, lo, hi), b.block(rows, lo, hi)  # (m, b) each
         arg_a, arg_b = _argmax(run_a, logits_a, lo, arg_a), _argmax(run_b, logits_b, lo, arg_b)
-        fold_a, fold_b = run_a.fold(logits_a, lo), run_b.fold(logits_b, lo)
-        diff = torch.nan_to_num(logits_a - logits_b, nan=0.0)  # (m, b): -inf - -inf where both mask a token
-        weights_a = fold_a.weights
-        cross = cross * fold_a.scale + torch.linalg.vecdot(weights_a, diff.where(weights_a > 0, 0.0))
-        back = back * fold_b.scale - torch.linalg.vecdot(fold_b.weights, diff.where(fold_b.weights > 0, 0.0))
-        into = into * fold_a.scale + torch.linalg.vecdot(weights_a, logits_b.where(weights_a > 0, 0.0))
+        diff = torch.sub(logits_a, logits_b).nan_to_num_(nan=0.0)  # (m, b): -inf - -inf where both mask a token
+        # Each weight is summed into its running log-sum-exp inside fold, so its memory is free afterwards.
+        # Products 0 * inf (a token one model masks) are NaN and left out by nansum, as a zero weight should be.
+        fold_a = run_a.fold(logits_a, lo, consume=a.linear is not None)  # computed logits are scratch
+        cross = cross * fold_a.scale + torch.nansum(fold_a.weights * diff, dim=-1)
+        into = into * fold_a.scale + torch.nansum(fold_a.weights.mul_(logits_b), dim=-1)
+        fold_b = run_b.fold(logits_b, lo, consume=b.linear is not None)
+        back = back * fold_b.scale - torch.nansum(fold_b.weights.mul_(diff), dim=-1)
     lse_a, lse_b = run_a.lse(), run_b.lse()
     kld = (cross / run_a.sum - (lse_a - lse_b)).clamp(min=0.0)
     reverse = (back / run_b.sum - (lse_b - lse_a)).clamp(min=0.0)
