@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import re
 import resource
 import statistics
 import subprocess
@@ -173,43 +171,21 @@ def random_weights(config_dir: str) -> str:
 
 
 def run_llama(args: argparse.Namespace) -> dict:
-    """llama-perplexity on the GGUF and text: its evaluation time (its own timer), wall time and peak RSS."""
+    """llama-perplexity on the GGUF and text, as a row: evaluation time from its own log, peak RSS."""
     import torch
+    from reproduce import llama_perplexity
 
-    cmd = [args.llama_perplexity, "-m", args.gguf, "-f", args.text, "-c", str(args.max_length)]
-    cmd += ["-b", str(args.max_length), "-t", str(torch.get_num_threads())]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    final = re.search(r"Final estimate: PPL = ([\d.]+)", log)
-    chunks = re.search(r"calculating perplexity over (\d+) chunks", log)
-    if status != 0 or not (final and chunks):
-        raise SystemExit(f"llama-perplexity failed:\n{log[-2000:]}")
-    # its log lines start with the time since start, M.SS.mmm.uuu: evaluation runs from the line that announces
-    # the chunks to the final estimate (tokenisation and loading are before it)
-    stamp = r"^(\d+)\.(\d+)\.(\d+)\.(\d+) I perplexity: "
-    begin = re.search(stamp + "calculating", log, re.M)
-    end = re.search(stamp.replace("perplexity: ", "") + "Final estimate", log, re.M)
-    if not (begin and end):
-        raise SystemExit(f"llama-perplexity printed no timestamps:\n{log[-2000:]}")
-    seconds = log_seconds(end) - log_seconds(begin)
-    n_chunks, half = int(chunks.group(1)), args.max_length // 2
+    done = llama_perplexity(args.llama_perplexity, args.gguf, args.text, args.max_length, torch.get_num_threads())
+    scored = done["chunks"] * (args.max_length - 1 - args.max_length // 2)  # positions L/2 .. L-2 of each chunk
     return {
-        "tokens": n_chunks * (args.max_length - 1 - half),  # scored: positions L/2 .. L-2 of each chunk
-        "forwarded": n_chunks * args.max_length,
-        "seconds": seconds,
+        "tokens": scored,
+        "forwarded": done["chunks"] * args.max_length,
+        "seconds": done["eval_seconds"],
         "load_seconds": float("nan"),
-        "nll_sum": math.log(float(final.group(1))) * n_chunks * (args.max_length - 1 - half),
-        "rss_mb": usage.ru_maxrss / 1024,
-        "process_seconds": wall,
+        "nll_sum": math.log(done["perplexity"]) * scored,
+        "rss_mb": done["rss_mb"],
+        "process_seconds": done["wall_seconds"],
     }
-
-
-def log_seconds(match: re.Match) -> float:
-    minutes, seconds, millis, micros = (int(g) for g in match.groups())
-    return minutes * 60 + seconds + millis / 1e3 + micros / 1e6
 
 
 def run_child(args: argparse.Namespace, mode: str, dtype: str = "float32") -> dict:

@@ -105,8 +105,7 @@ def main() -> None:
     parser.add_argument("--moments", action="store_true", help="the moments pass (score --membership)")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_score import matmul_peak
+    from bench_score import matmul_peak  # this script's folder is on sys.path
 
     from gptloss_cli.core.heads import ModelHead
     from gptloss_cli.core.loss import head_nll

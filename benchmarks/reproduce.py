@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 DEFAULT_TEXT = "/usr/share/common-licenses/GPL-3"  # a long public text nobody in this project wrote
@@ -77,19 +79,37 @@ def hf_recipe(directory: str, text: str, max_length: int, stride: int) -> float:
     return float(torch.exp(nll_sum / n_tokens))
 
 
-def llama_perplexity(binary: str, gguf: str, text: str, n_ctx: int) -> dict:
-    done = subprocess.run(
-        [binary, "-m", gguf, "-f", text, "-c", str(n_ctx), "-b", str(n_ctx), "-t", "2"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    log = done.stdout + done.stderr
+def llama_perplexity(binary: str, gguf: str, text: str, n_ctx: int, threads: int = 2) -> dict:
+    """llama-perplexity's estimate and chunk count, the seconds it spent evaluating (from its own log), its
+    wall time and peak RSS."""
+    cmd = [binary, "-m", gguf, "-f", text, "-c", str(n_ctx), "-b", str(n_ctx), "-t", str(threads)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
     final = re.search(r"Final estimate: PPL = ([\d.]+) \+/- ([\d.]+)", log)
     chunks = re.search(r"calculating perplexity over (\d+) chunks", log)
-    if not final or not chunks:
+    # its log lines start with the time since start, M.SS.mmm.uuu: evaluation runs from the line that announces
+    # the chunks to the final estimate (tokenisation and loading are before it)
+    stamp = r"^(\d+)\.(\d+)\.(\d+)\.(\d+) I "
+    begin = re.search(stamp + "perplexity: calculating", log, re.M)
+    end = re.search(stamp + "Final estimate", log, re.M)
+    if status != 0 or not (final and chunks and begin and end):
         raise SystemExit(f"llama-perplexity printed no estimate:\n{log[-2000:]}")
-    return {"perplexity": float(final.group(1)), "plus_minus": float(final.group(2)), "chunks": int(chunks.group(1))}
+    return {
+        "perplexity": float(final.group(1)),
+        "plus_minus": float(final.group(2)),
+        "chunks": int(chunks.group(1)),
+        "eval_seconds": _log_seconds(end) - _log_seconds(begin),
+        "wall_seconds": wall,
+        "rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def _log_seconds(match: re.Match) -> float:
+    minutes, seconds, millis, micros = (int(g) for g in match.groups())
+    return minutes * 60 + seconds + millis / 1e3 + micros / 1e6
 
 
 def rel(a: float, b: float) -> str:

@@ -35,7 +35,7 @@ def _rows(head: Head, targets: torch.Tensor, rows: slice, vocab_block: int) -> t
     s2 = torch.zeros(target.shape[0], device=target.device)  # (m,) Σ e^y y²
     for lo in range(0, head.vocab, vocab_block):
         s0 = running.sum  # (m,) before this block
-        block = head.block(rows, lo, min(lo + vocab_block, head.vocab))  # (m, b); a view of given logits
+        block = head.block(rows, lo, min(lo + vocab_block, head.vocab))  # (m, b), or a view of logits given whole
         fold = running.fold(block, lo, consume=head.linear is not None)  # computed logits are scratch
         d, y, w = fold.shift, fold.shifted, fold.weights  # (m,), (m, b), (m, b)
         wy = w.mul_(y)  # (m, b) Σ e^y is in running.sum already: w's memory holds e^y y, then e^y y²
