@@ -70,6 +70,7 @@ def load(request: ModelRequest) -> LoadedModel:
             trust_remote_code=request.trust_remote_code,
             progress=note,
             device_map=request.device_map,
+            compile=request.compile,
         )
     if loaded.info.device == "cpu" and loaded.info.dtype != "float32":
         import torch

@@ -25,6 +25,7 @@ from ..errors import GptlossError
 from ..models.spec import LoadedModel
 from .batches import BatchInputs, all_windows, batch_inputs, batches
 from .distributed import SOLO, RankFailed, World, decode, encode, error_message, share
+from .fused import compiled_step, fused_head_nll
 from .heads import HeadCache, ModelHead
 from .loss import head_nll, head_stats, logits_nll, logits_stats, softmax_nll, softmax_stats
 from .moments import head_moments, softmax_moments
@@ -63,6 +64,7 @@ def nll_measure(loaded: LoadedModel, softmax: bool = False) -> Measure:
     """NLL only: the cheapest pass (score, compare across tokenizers). softmax: with torch's float32
     log-softmax over the whole vocabulary, as the peers whose numbers a protocol reproduces compute it."""
     head = ModelHead(loaded.model)
+    step = compiled_step(loaded.info.device, loaded.info.compiled)  # --compile on an accelerator: fused blocks
 
     def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
         h = head(batch)
@@ -70,6 +72,8 @@ def nll_measure(loaded: LoadedModel, softmax: bool = False) -> Measure:
             return {"nll": softmax_nll(h, batch.targets)}
         if h.linear is None:
             return {"nll": logits_nll(h.inputs, batch.targets)}
+        if step is not None:
+            return {"nll": fused_head_nll(h.inputs, batch.targets, h.linear, step)}
         return {"nll": head_nll(h.inputs, batch.targets, h.linear)}
 
     return measure

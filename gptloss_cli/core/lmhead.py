@@ -34,6 +34,16 @@ def logits_rows(vocab: int) -> int:
     return max(1, LOGITS_CHUNK_BYTES // (4 * max(1, vocab)))
 
 
+def finish_logits(raw: torch.Tensor, bias: torch.Tensor | None, softcap: float | None) -> torch.Tensor:
+    """The matmul's output (m, b) in the model's dtype -> float32 logits: + bias, then the soft cap."""
+    block = raw.float()  # (m, b)
+    if bias is not None:
+        block += bias.float()
+    if softcap:
+        block = torch.tanh(block / softcap) * softcap
+    return block
+
+
 @dataclass(frozen=True)
 class LinearHead:
     """logits = softcap(features @ weight.T + bias); softcap(x) = tanh(x / cap) * cap when cap is set."""
@@ -44,12 +54,8 @@ class LinearHead:
 
     def logits(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
         """float32 logits of vocabulary entries [lo, hi) for features (M, D): (M, hi - lo)."""
-        block = (features @ self.weight[lo:hi].T).float()  # (M, hi - lo)
-        if self.bias is not None:
-            block += self.bias[lo:hi].float()
-        if self.softcap:
-            block = torch.tanh(block / self.softcap) * self.softcap
-        return block
+        bias = None if self.bias is None else self.bias[lo:hi]
+        return finish_logits(features @ self.weight[lo:hi].T, bias, self.softcap)  # (M, hi - lo)
 
     def logits_at(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """float32 logit of entry ids[i] for features[i]: (M,). Computed row by row, so it may differ

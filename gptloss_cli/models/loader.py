@@ -56,10 +56,11 @@ def load_model(
     progress: ConvertProgress | None = None,
     device_map: bool = False,
     max_memory: dict[int | str, str] | None = None,
+    compile: bool = False,
 ) -> LoadedModel:
     """Load `spec` for scoring: eval mode, on `device`, in `dtype`. With `device_map`, a model bigger than
     one device is placed by accelerate over the visible GPUs, then CPU (`max_memory` caps each, as
-    accelerate takes it); batches go to the LM head's device."""
+    accelerate takes it); batches go to the LM head's device. `compile`: the body through torch.compile."""
     source, kind, sha, name = locate(spec, progress)
     # Our own conversion: start parsing tokenizer.json in a child process before torch is imported.
     record = conversion_record(Path(source))
@@ -80,8 +81,27 @@ def load_model(
     else:
         model.to(dev)
     model.eval()
-    info = ModelInfo(spec, name, kind, sha, revision, dt, dev, parts)
+    if compile:
+        compile_body(model)
+    info = ModelInfo(spec, name, kind, sha, revision, dt, dev, parts, compile)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
+
+
+def compile_body(model: Any) -> None:
+    """Put the model's body (what the LM head reads) through torch.compile. The first batch waits for the
+    compiler (about 30 s for Gemma-3-270M on an H200), a batch of another shape once more (torch then
+    compiles for any shape; marking every shape dynamic up front was slower still: not done in 2.5 minutes
+    there); later runs read the on-disk cache. On a GPU this fuses the norms, activations and residual adds
+    that run eagerly as separate memory-bound kernels (Gemma-3-270M's body 2.7x faster in bfloat16 on an
+    H200)."""
+    import torch
+
+    prefix = getattr(model, "base_model_prefix", "")
+    body = getattr(model, prefix, None)
+    if isinstance(body, torch.nn.Module) and body is not model:
+        setattr(model, prefix, torch.compile(body))
+    else:
+        model.forward = torch.compile(model.forward)
 
 
 def locate(spec: str, progress: ConvertProgress | None) -> tuple[str, str, str | None, str]:

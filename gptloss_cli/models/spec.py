@@ -63,11 +63,14 @@ class ModelInfo:
     dtype: str
     device: str  # where the batches go: the LM head's device
     device_map: dict[str, str] | None = None  # with --device-map auto: each part's device (accelerate's map)
+    compiled: bool = False  # with --compile: the body ran through torch.compile
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         if self.device_map is None:  # results of single-device runs keep their shape
             del data["device_map"]
+        if not self.compiled:
+            del data["compiled"]
         return data
 
 
@@ -87,3 +90,4 @@ class ModelRequest:
     dtype: Dtype = Dtype.auto
     trust_remote_code: bool = False
     device_map: bool = False  # spread over the visible GPUs, then CPU (accelerate's "auto" placement)
+    compile: bool = False  # the body through torch.compile
