@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build_text(tokenizer, n_tokens: int) -> str:
     prose = (ROOT / "sample_texts" / "prose.txt").read_text(encoding="utf-8")
-    text = prose
-    while len(tokenizer.encode(text)[0]) < n_tokens:
-        text += "\n\n" + prose
-    return text
+    copies = -(-n_tokens // len(tokenizer.encode(prose + "\n\n")[0]))  # the fewest copies, tokenised once
+    while len(tokenizer.encode("\n\n".join([prose] * copies))[0]) < n_tokens:
+        copies += 1
+    return "\n\n".join([prose] * copies)
 
 
 def memory(device: str) -> dict:
@@ -66,8 +66,20 @@ def child_recipe(args: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, args.dtype)).to(args.device).eval()
     load = time.perf_counter() - t0
     text = Path(args.text).read_text(encoding="utf-8")
+    if args.warmup:
+        recipe_loop(model, tokenizer(warmup_text(text, args.max_length), return_tensors="pt").input_ids, args)
     ids = tokenizer(text, return_tensors="pt").input_ids.to(args.device)  # (1, n), BOS added by the tokenizer
     t0 = time.perf_counter()
+    nll_sum, counted = recipe_loop(model, ids, args)
+    seconds = time.perf_counter() - t0
+    return {"tokens": counted, "seconds": seconds, "load_seconds": load, "nll_sum": nll_sum, **memory(args.device)}
+
+
+def recipe_loop(model, ids, args: argparse.Namespace) -> tuple[float, int]:
+    """(NLL sum, tokens) of the recipe's windows over ids (1, n)."""
+    import torch
+
+    ids = ids.to(args.device)
     nll_sum, counted, prev_end = 0.0, 0, 0
     for begin in range(0, ids.size(1), args.max_length):
         end = min(begin + args.max_length, ids.size(1))
@@ -82,8 +94,15 @@ def child_recipe(args: argparse.Namespace) -> dict:
         prev_end = end
         if end == ids.size(1):
             break
-    seconds = time.perf_counter() - t0
-    return {"tokens": counted, "seconds": seconds, "load_seconds": load, "nll_sum": nll_sum, **memory(args.device)}
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    return nll_sum, counted
+
+
+def warmup_text(text: str, max_length: int) -> str:
+    """The start of the text, about four windows (English runs ~4 characters a token): scored once, untimed, so
+    that lazy CUDA set-up and compilation are not counted in tokens per second (the process time has them)."""
+    return text[: 16 * max_length]
 
 
 def child_gptloss(args: argparse.Namespace) -> dict:
@@ -94,11 +113,14 @@ def child_gptloss(args: argparse.Namespace) -> dict:
     from gptloss_cli.tasks.score import score_documents
 
     t0 = time.perf_counter()
-    lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype))
+    lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype), compile=args.compile)
     load = time.perf_counter() - t0
-    doc = Document(Path(args.text).read_text(encoding="utf-8"), "bench")
+    text = Path(args.text).read_text(encoding="utf-8")
+    settings = WindowSettings(max_length=args.max_length, batch_size=args.batch_size)
+    if args.warmup:
+        score_documents(lm, [Document(warmup_text(text, args.max_length), "warm-up")], settings)
     t0 = time.perf_counter()
-    result = score_documents(lm, [doc], WindowSettings(max_length=args.max_length, batch_size=args.batch_size))
+    result = score_documents(lm, [Document(text, "bench")], settings)
     seconds = time.perf_counter() - t0
     total = result.total
     return {
@@ -119,7 +141,7 @@ def child_tokens(args: argparse.Namespace) -> dict:
     from gptloss_cli.tasks.tokens import TokenRun
 
     t0 = time.perf_counter()
-    lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype))
+    lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype), compile=args.compile)
     load = time.perf_counter() - t0
     doc = Document(Path(args.text).read_text(encoding="utf-8"), "bench")
     t0 = time.perf_counter()
@@ -193,9 +215,12 @@ def run_child(args: argparse.Namespace, mode: str, dtype: str = "float32") -> di
         return run_llama(args)
     cmd = [sys.executable, __file__, "--child", mode, "--dtype", dtype, "--model", args.model, "--text", args.text]
     cmd += ["--max-length", str(args.max_length), "--batch-size", str(args.batch_size), "--device", args.device]
+    cmd += ["--warmup"] * args.warmup + ["--compile"] * args.compile
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{mode} {dtype} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - t0
     return result
 
@@ -217,6 +242,8 @@ def main() -> None:
     parser.add_argument("--llama-perplexity", help="llama.cpp's llama-perplexity binary, timed on the GGUF file")
     parser.add_argument("--gguf", help="the GGUF file for --llama-perplexity (default: the bundled model's)")
     parser.add_argument("--text")
+    parser.add_argument("--warmup", action="store_true", help="score the text's first windows once, untimed")
+    parser.add_argument("--compile", action="store_true", help="gptloss runs with --compile (the body compiled)")
     args = parser.parse_args()
     if args.child:
         child = {"recipe": child_recipe, "gptloss": child_gptloss, "tokens": child_tokens}[args.child]
@@ -243,7 +270,8 @@ def main() -> None:
     peaks = {d: matmul_peak(d, args.device) for d in ("float32", "bfloat16", "float16") if d in used}
     roofline = peaks["float32"] * 1e9 / (2 * params)
     print(f"model {args.model}: {params / 1e6:.0f}M parameters; text {args.tokens}+ tokens; windows {args.max_length}")
-    print(f"device {device_name(args.device)}; batch size {args.batch_size}")
+    print(f"device {device_name(args.device)}; batch size {args.batch_size}", end="")
+    print(f"; warm-up {args.warmup}; compile {args.compile}")
     print("matmul peak: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in peaks.items()))
     print(f"fp32 roofline: {roofline:.0f} tok/s")
     runs = [("recipe", d) for d in args.recipe_dtypes.split(",")] + [("gptloss", d) for d in args.dtypes.split(",")]
@@ -251,8 +279,16 @@ def main() -> None:
     runs += [("llama.cpp", "gguf")] if args.llama_perplexity else []
     results = {}
     for mode, dtype in runs:
-        samples = [run_child(args, mode, dtype) for _ in range(args.repeats)]
+        try:
+            samples = [run_child(args, mode, dtype) for _ in range(args.repeats)]
+        except RuntimeError as error:  # the other runs still give their rows
+            print(error, file=sys.stderr)
+            continue
         results[(mode, dtype)] = samples
+        tps = [s["tokens"] / s["seconds"] for s in samples]
+        print(f"  {mode} {dtype}: " + ", ".join(f"{t:.0f}" for t in tps) + " tok/s", file=sys.stderr, flush=True)
+    if runs[0] not in results:
+        sys.exit(f"the baseline ({' '.join(runs[0])}) did not run")
     print_table(results, runs[0], roofline, args.device == "cuda")
 
 

@@ -1,15 +1,18 @@
 """Where the time of one scoring batch goes: body matmuls, attention, masks, norms, activations, the LM head.
 
     .venv/bin/python benchmarks/profile_score.py [--model gemma-3-270m] [--dtype float32] [--batch-size 2]
-        [--max-length 1024] [--repeats 3]
+        [--max-length 1024] [--repeats 3] [--device cuda --random-weights --model DIR] [--compile]
 
 Runs the engine's own forward (core.heads.ModelHead) and LM head (the blocked NLL pass, or the moments pass with
---moments) on --batch-size windows of --max-length tokens of sample_texts/prose.txt, under torch.profiler, with
-each part of the model labelled by a forward hook: linear layers, the attention function, mask construction,
-norms, activations, rotary embeddings, embeddings. "other" is what the body spends outside them: residual adds,
-RoPE application, reshapes and copies, and Python between kernels. Prints each part's share of the batch's wall
-time (median of --repeats profiled runs after one warm-up) and the GFLOP/s the body's linear layers and the
-LM head's matmuls reach against the matmul peak measured in the same run.
+--moments) on --batch-size windows of --max-length tokens of sample_texts/prose.txt, with each part of the model
+timed by a forward hook (on CUDA the hooks synchronise, so each part's kernels are its own): linear layers, the
+attention function, mask construction, norms, activations, rotary embeddings, embeddings. "other" is what the
+body spends outside them: residual adds, RoPE application, reshapes and copies, and Python between kernels.
+Prints each part's share of the batch's wall time (median of --repeats runs after one warm-up) and the GFLOP/s
+the body's linear layers and the LM head reach against the matmul peak measured in the same run.
+--compile runs the model as `--compile` does (the body through torch.compile, and on a GPU the LM head's compiled
+step), timing body and head only; the first batch's time (the compiler's) is shown.
+--random-weights: as in bench_score.py, for a directory with a config and tokenizer files.
 """
 
 from __future__ import annotations
@@ -22,10 +25,35 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile, record_function
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ("linear", "attention", "masks", "norms", "activations", "rotary", "embedding")
+
+
+class Parts:
+    """Wall seconds by label, summed over every range entered (body and head hold the module labels; on CUDA
+    each range synchronises the device at both ends)."""
+
+    def __init__(self, device: str) -> None:
+        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.open: list[tuple[str, float]] = []
+
+    def enter(self, label: str) -> None:
+        self.sync()
+        self.open.append((label, time.perf_counter()))
+
+    def leave(self) -> None:
+        self.sync()
+        label, t0 = self.open.pop()
+        self.seconds[label] += time.perf_counter() - t0
+
+    def timed(self, label: str, fn, *args, **kwargs):
+        self.enter(label)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.leave()
 
 
 def category(module: torch.nn.Module) -> str | None:
@@ -43,34 +71,21 @@ def category(module: torch.nn.Module) -> str | None:
     return None
 
 
-def label_modules(model: torch.nn.Module) -> None:
-    """A profiler range around each labelled module's forward."""
+def label_modules(model: torch.nn.Module, parts: Parts) -> None:
+    """A timed range around each labelled module's forward."""
     for module in model.modules():
         label = category(module)
-        if label is None:
-            continue
-        ranges: list = []
-
-        def pre(_m, _a, label=label, ranges=ranges):
-            ranges.append(record_function(label).__enter__())
-
-        def post(_m, _a, _o, ranges=ranges):
-            ranges.pop().__exit__(None, None, None)
-
-        module.register_forward_pre_hook(pre)
-        module.register_forward_hook(post)
+        if label is not None:
+            module.register_forward_pre_hook(lambda _m, _a, label=label: parts.enter(label))
+            module.register_forward_hook(lambda _m, _a, _o: parts.leave())
 
 
-def label_functions(model: torch.nn.Module) -> None:
-    """Profiler ranges around the attention function and the mask builders the model's module calls."""
+def label_functions(model: torch.nn.Module, parts: Parts) -> None:
+    """Timed ranges around the attention function and the mask builders the model's module calls."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     def wrapped(fn, label):
-        def call(*args, **kwargs):
-            with record_function(label):
-                return fn(*args, **kwargs)
-
-        return call
+        return lambda *args, **kwargs: parts.timed(label, fn, *args, **kwargs)
 
     for key in list(ALL_ATTENTION_FUNCTIONS.keys()):
         ALL_ATTENTION_FUNCTIONS[key] = wrapped(ALL_ATTENTION_FUNCTIONS[key], "attention")
@@ -82,7 +97,7 @@ def label_functions(model: torch.nn.Module) -> None:
             setattr(modeling, name, wrapped(getattr(modeling, name), "attention"))
 
 
-def one_batch(lm, args):
+def one_batch(lm, args, device: torch.device):
     from gptloss_cli.core.batches import BatchInputs
 
     text = (ROOT / "sample_texts" / "prose.txt").read_text(encoding="utf-8")
@@ -92,7 +107,8 @@ def one_batch(lm, args):
     scored = args.max_length - 1
     rows = torch.arange(args.batch_size).repeat_interleave(scored)
     cols = torch.arange(1, args.max_length).repeat(args.batch_size)
-    return BatchInputs(ids, torch.ones_like(ids), rows, cols, ids[rows, cols], [])
+    tensors = (ids, torch.ones_like(ids), rows, cols, ids[rows, cols])
+    return BatchInputs(*(t.to(device) for t in tensors), [])
 
 
 def main() -> None:
@@ -103,60 +119,72 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--moments", action="store_true", help="the moments pass (score --membership)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="as gptloss --compile")
     args = parser.parse_args()
 
-    from bench_score import matmul_peak  # this script's folder is on sys.path
+    from bench_score import matmul_peak, random_weights  # this script's folder is on sys.path
 
+    from gptloss_cli.core.fused import compiled_step, fused_head_nll
     from gptloss_cli.core.heads import ModelHead
     from gptloss_cli.core.loss import head_nll
     from gptloss_cli.core.moments import head_moments
     from gptloss_cli.models.loader import load_model
-    from gptloss_cli.models.spec import Dtype
+    from gptloss_cli.models.spec import Device, Dtype
 
-    lm = load_model(args.model, dtype=Dtype(args.dtype))
-    batch = one_batch(lm, args)
-    head = ModelHead(lm.model)
-    label_modules(lm.model)
-    label_functions(lm.model)
+    if args.random_weights:
+        args.model = random_weights(args.model)
+    lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype), compile=args.compile)
+    batch = one_batch(lm, args, lm.model.device)
+    head, parts = ModelHead(lm.model), Parts(args.device)
+    fused = compiled_step(lm.info.device, lm.info.compiled)
+    if not args.compile:
+        label_modules(lm.model, parts)
+        label_functions(lm.model, parts)
 
     def step():
-        with record_function("body"):
-            h = head(batch)
-        with record_function("head"):
-            if args.moments:
-                head_moments(h, batch.targets)
-            else:
-                head_nll(h.inputs, batch.targets, h.linear)
+        h = parts.timed("body", head, batch)
+        if args.moments:
+            parts.timed("head", head_moments, h, batch.targets)
+        elif fused is not None:
+            parts.timed("head", fused_head_nll, h.inputs, batch.targets, h.linear, fused)
+        else:
+            parts.timed("head", head_nll, h.inputs, batch.targets, h.linear)
 
     shares: dict[str, list[float]] = defaultdict(list)
     with torch.inference_mode():
+        t0 = time.perf_counter()
         step()
+        first = time.perf_counter() - t0
         for _ in range(args.repeats):
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                t0 = time.perf_counter()
-                step()
-                wall = time.perf_counter() - t0
-            totals = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages() if e.key in (*LABELS, "body", "head")}
+            parts.seconds.clear()
+            t0 = time.perf_counter()
+            step()
+            shares["wall"].append(time.perf_counter() - t0)
             for label in (*LABELS, "body", "head"):
-                shares[label].append(totals.get(label, 0.0))
-            shares["wall"].append(wall)
-    med = {k: statistics.median(v) for k, v in shares.items()}
+                shares[label].append(parts.seconds.get(label, 0.0))
+    report(lm, head, batch, args, {k: statistics.median(v) for k, v in shares.items()}, first, matmul_peak)
+
+
+def report(lm, head, batch, args, med: dict[str, float], first: float, matmul_peak) -> None:
     med["other"] = med["body"] - sum(med[k] for k in LABELS)
     tokens = batch.targets.shape[0]
     split = head.split
     head_params = split[1].weight.numel() if split else 0
     body = split[0] if split else lm.model
     linear_params = sum(m.weight.numel() for m in body.modules() if isinstance(m, torch.nn.Linear))
-    peak = matmul_peak(args.dtype, "cpu")
+    peak = matmul_peak(args.dtype, args.device)
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
     print(
-        f"{args.model} {args.dtype}: {args.batch_size} x {args.max_length} tokens, {tokens} scored; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul peak {peak:.0f} GFLOP/s"
+        f"{Path(args.model).name} {args.dtype}: {args.batch_size} x {args.max_length} tokens, {tokens} scored; "
+        f"torch {torch.__version__}, {where}; matmul peak {peak:.0f} GFLOP/s; first batch {first:.2f} s"
     )
-    print(f"batch wall {med['wall']:.3f} s = {tokens / med['wall']:.0f} tok/s (profiled)")
+    print(f"batch wall {med['wall']:.3f} s = {tokens / med['wall']:.0f} tok/s (timed by part)")
     print(f"{'part':<14}{'seconds':>9}{'share':>8}  note")
-    for label in (*LABELS, "other", "head"):
+    for label in (*LABELS, "other", "body", "head"):
         note = ""
-        if label == "linear":
+        if label == "linear" and med[label]:
             rate = 2 * linear_params * args.batch_size * args.max_length / med[label] / 1e9
             note = f"{rate:.0f} GFLOP/s = {rate / peak:.2f} of peak ({linear_params / 1e6:.0f}M weights)"
         if label == "head" and head_params:
