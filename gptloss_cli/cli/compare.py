@@ -13,10 +13,11 @@ from ..core.totals import Bootstrap
 from ..errors import GptlossError
 from ..files import require_folder, write_atomic
 from ..inputs.read import InputSettings
-from ..models.spec import Device, Dtype, LoadedModel, ModelRequest
+from ..models.spec import Backend, Device, Dtype, LoadedModel, ModelRequest
 from .console import emit, load, progress
 from .inputs import INPUTS
 from .options import (
+    BACKEND_HELP,
     WINDOW,
     DeviceOpt,
     Format,
@@ -38,12 +39,21 @@ PAIR = OptionGroup(
         "dtype_a": Annotated[Dtype, typer.Option("--dtype-a", help="Model A's dtype (auto as in score).")],
         "dtype_b": Annotated[Dtype, typer.Option("--dtype-b", help="Model B's dtype.")],
         "trust_remote_code": TrustOpt,
+        "backend_a": Annotated[Backend, typer.Option("--backend-a", help="Model A's backend. " + BACKEND_HELP)],
+        "backend_b": Annotated[Backend, typer.Option("--backend-b", help="Model B's backend.")],
     },
-    lambda model_a, model_b, device, dtype_a, dtype_b, trust_remote_code: (
-        ModelRequest(model_a, device, dtype_a, trust_remote_code),
-        ModelRequest(model_b, device, dtype_b, trust_remote_code),
+    lambda model_a, model_b, device, dtype_a, dtype_b, trust_remote_code, backend_a, backend_b: (
+        ModelRequest(model_a, device, dtype_a, trust_remote_code, backend=backend_a),
+        ModelRequest(model_b, device, dtype_b, trust_remote_code, backend=backend_b),
     ),
-    {"device": Device.auto, "dtype_a": Dtype.auto, "dtype_b": Dtype.auto, "trust_remote_code": False},
+    {
+        "device": Device.auto,
+        "dtype_a": Dtype.auto,
+        "dtype_b": Dtype.auto,
+        "trust_remote_code": False,
+        "backend_a": Backend.transformers,
+        "backend_b": Backend.transformers,
+    },
 )
 
 

@@ -71,6 +71,7 @@ def load(request: ModelRequest) -> LoadedModel:
             progress=note,
             device_map=request.device_map,
             compile=request.compile,
+            backend=request.backend,
         )
     if loaded.info.device == "cpu" and loaded.info.dtype != "float32":
         import torch

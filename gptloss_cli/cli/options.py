@@ -16,7 +16,7 @@ from ..core.plan import WindowSettings
 from ..core.protocols import FIXED_STRIDE, Protocol
 from ..core.totals import Bootstrap
 from ..core.windows import BosPolicy
-from ..models.spec import DEFAULT_MODEL, Device, Dtype, ModelRequest
+from ..models.spec import DEFAULT_MODEL, Backend, Device, Dtype, ModelRequest
 
 
 class Format(str, Enum):
@@ -142,17 +142,22 @@ CompileOpt = Annotated[
         "(on an H200 ~2.5x the tokens per second); the first batch waits ~30 s for the compiler.",
     ),
 ]
+BACKEND_HELP = (
+    "transformers: the model in torch (a .gguf file dequantised); llama.cpp: a .gguf file or bundled alias through "
+    "llama.cpp's own kernels, as deployed (needs pip install 'gptloss[llama-cpp]')."
+)
+BackendOpt = Annotated[Backend, panel_option(panel=MODEL_PANEL, help=BACKEND_HELP)]
 MODEL = OptionGroup(
     {"model": ModelOpt, "device": DeviceOpt, "dtype": DtypeOpt, "trust_remote_code": TrustOpt},
     lambda model, device, dtype, trust_remote_code: ModelRequest(model, device, dtype, trust_remote_code),
     {"model": DEFAULT_MODEL, "device": Device.auto, "dtype": Dtype.auto, "trust_remote_code": False},
 )
-PLACED_MODEL = OptionGroup(  # score and tokens: a model may also be spread over devices, and compiled
-    {**MODEL.params, "device_map": DeviceMapOpt, "compile": CompileOpt},
-    lambda model, device, dtype, trust_remote_code, device_map, compile: ModelRequest(
-        model, device, dtype, trust_remote_code, device_map is not None, compile
+PLACED_MODEL = OptionGroup(  # score and tokens: a model may also be spread over devices, compiled, or in llama.cpp
+    {**MODEL.params, "device_map": DeviceMapOpt, "compile": CompileOpt, "backend": BackendOpt},
+    lambda model, device, dtype, trust_remote_code, device_map, compile, backend: ModelRequest(
+        model, device, dtype, trust_remote_code, device_map is not None, compile, backend
     ),
-    {**MODEL.defaults, "device_map": None, "compile": False},
+    {**MODEL.defaults, "device_map": None, "compile": False, "backend": Backend.transformers},
 )
 
 # Windows: how long texts are cut, batched, and started.

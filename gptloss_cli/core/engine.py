@@ -22,19 +22,13 @@ import numpy as np
 import torch
 
 from ..errors import GptlossError
-from ..models.spec import LoadedModel
-from .batches import BatchInputs, all_windows, batch_inputs, batches
+from .batches import all_windows, batch_inputs, batches
 from .distributed import SOLO, RankFailed, World, decode, encode, error_message, share
-from .fused import compiled_step, fused_head_nll
-from .heads import HeadCache, ModelHead
-from .loss import head_nll, head_stats, logits_nll, logits_stats, softmax_nll, softmax_stats
-from .moments import head_moments, softmax_moments
-from .pairloss import pair_stats
+from .measures import Measure
 from .plan import Plan
 from .windows import TokenizedDocument, Window
 
 Progress = Callable[[int], None]  # called with the number of tokens just scored
-Measure = Callable[[BatchInputs], dict[str, torch.Tensor]]  # per scored position: name -> (M, ...)
 
 
 @dataclass(frozen=True)
@@ -58,75 +52,6 @@ class DocumentLosses(Scored):
     """A document's scored tokens, with the tokenized document they index into."""
 
     tokens: TokenizedDocument | None = None
-
-
-def nll_measure(loaded: LoadedModel, softmax: bool = False) -> Measure:
-    """NLL only: the cheapest pass (score, compare across tokenizers). softmax: with torch's float32
-    log-softmax over the whole vocabulary, as the peers whose numbers a protocol reproduces compute it."""
-    head = ModelHead(loaded.model)
-    step = compiled_step(loaded.info.device, loaded.info.compiled)  # --compile on an accelerator: fused blocks
-
-    def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
-        h = head(batch)
-        if softmax:
-            return {"nll": softmax_nll(h, batch.targets)}
-        if h.linear is None:
-            return {"nll": logits_nll(h.inputs, batch.targets)}
-        if step is not None:
-            return {"nll": fused_head_nll(h.inputs, batch.targets, h.linear, step)}
-        return {"nll": head_nll(h.inputs, batch.targets, h.linear)}
-
-    return measure
-
-
-def moments_measure(loaded: LoadedModel, softmax: bool = False) -> Measure:
-    """NLL, and the mean and standard deviation of log p under the model's distribution (score --membership:
-    Min-K%++), in the same blocked pass; softmax: as nll_measure."""
-    head = ModelHead(loaded.model)
-
-    def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
-        nll, mean, sd = (softmax_moments if softmax else head_moments)(head(batch), batch.targets)
-        return {"nll": nll, "mean_logp": mean, "sd_logp": sd}
-
-    return measure
-
-
-def stats_measure(loaded: LoadedModel, top_k: int, softmax: bool = False) -> Measure:
-    """NLL, entropy, rank and the top_k most likely tokens, in one pass over the LM head (tokens); softmax:
-    as nll_measure."""
-    head = ModelHead(loaded.model)
-
-    def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
-        h = head(batch)
-        if softmax:
-            stats = softmax_stats(h, batch.targets, top_k)
-        elif h.linear is None:
-            stats = logits_stats(h.inputs, batch.targets, top_k)
-        else:
-            stats = head_stats(h.inputs, batch.targets, h.linear, top_k)
-        return dict(vars(stats))
-
-    return measure
-
-
-def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False, cache: HeadCache | None = None) -> Measure:
-    """Both models' NLL, KL both ways, A's cross-entropy into B and top-1 agreement at the same positions
-    (compare); softmax: each NLL as nll_measure computes it then (the rest from the blocked pass either way);
-    cache: A's head inputs from an earlier pass (HeadCache)."""
-    head_a, head_b = ModelHead(a.model), ModelHead(b.model)
-
-    def measure(batch: BatchInputs) -> dict[str, torch.Tensor]:
-        ha = head_a(batch) if cache is None else cache.get(lambda: head_a(batch))
-        hb = head_b(batch)
-        stats = pair_stats(ha, hb, batch.targets)
-        nll_a, nll_b = stats.nll_a, stats.nll_b
-        if softmax:
-            nll_a, nll_b = softmax_nll(ha, batch.targets), softmax_nll(hb, batch.targets)
-        same = stats.top1_a == stats.top1_b
-        pair = {"kld": stats.kld, "same_top1": same, "kld_reverse": stats.kld_reverse}
-        return {"nll_a": nll_a, "nll_b": nll_b, **pair, "cross_entropy": stats.cross_entropy}
-
-    return measure
 
 
 class Scorer:

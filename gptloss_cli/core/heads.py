@@ -1,14 +1,20 @@
-"""Splitting a causal LM into its body and its LM head, so the head runs only at scored positions."""
+"""A model's forward pass up to its LM head at the scored positions: a transformers model split into body and
+head (so the head runs only there), or llama.cpp's logits there, a piece of a window at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
+from ..models.llamacpp import LlamaCppModel
+from ..models.spec import LoadedModel
 from .batches import BatchInputs
-from .lmhead import Head, LinearHead
+from .lmhead import BorrowedLogits, Head, LinearHead
+
+PIECE = 64  # tokens per llama.cpp step: its output buffer holds this many rows of the vocabulary
 
 # Model types whose logits are exactly lm_head(base_model(...).last_hidden_state), soft-capped by
 # `final_logit_softcapping` when the config sets it. Each is checked in the tests against the
@@ -62,6 +68,39 @@ class ModelHead:
             body, linear = self.split
             return Head(_at(body(**inputs).last_hidden_state, batch), linear)  # (M, D)
         return Head(_at(self.model(**inputs).logits, batch), None)  # (M, V): models whose head we cannot split off
+
+    def parts(self, batch: BatchInputs) -> Iterator[tuple[slice, Head]]:
+        """The whole batch as one part."""
+        yield slice(None), self(batch)
+
+
+class LlamaCppHead:
+    """A llama.cpp model's logits at a batch's scored positions, window by window and, within a window, a piece
+    of PIECE tokens at a time (llama.cpp steps of the same length from the window's start: where the steps
+    fall changes the numbers in the last digits, so they fall the same way in every run and every command).
+    With windows of a multiple of PIECE this reproduces llama-perplexity's numbers."""
+
+    def __init__(self, model: LlamaCppModel) -> None:
+        self.model = model
+
+    def parts(self, batch: BatchInputs) -> Iterator[tuple[slice, Head]]:
+        """(positions of the batch's M, their borrowed logits) in order; each valid until the next."""
+        rows, cols = batch.rows.cpu().numpy(), batch.cols.cpu().numpy()
+        head, done = BorrowedLogits(self.model.n_vocab), 0
+        for b in range(batch.ids.shape[0]):
+            real = batch.mask[b].cpu().numpy().astype(bool)  # (T,)
+            pad = int(np.argmax(real))  # left padding (0 when padded on the right)
+            want = cols[rows == b] - 1 - pad  # (k,) input positions whose logits predict the targets
+            for k, logits in self.model.logits(batch.ids[b].cpu().numpy()[real], want, PIECE):
+                yield slice(done, done + k), Head(torch.from_numpy(logits), head)
+                done += k
+
+
+def model_head(loaded: LoadedModel) -> ModelHead | LlamaCppHead:
+    """How a loaded model gives its head: llama.cpp's logits, or a transformers model's forward pass."""
+    if isinstance(loaded.model, LlamaCppModel):
+        return LlamaCppHead(loaded.model)
+    return ModelHead(loaded.model)
 
 
 def _at(states: torch.Tensor, batch: BatchInputs) -> torch.Tensor:

@@ -57,6 +57,10 @@ class LinearHead:
         bias = None if self.bias is None else self.bias[lo:hi]
         return finish_logits(features @ self.weight[lo:hi].T, bias, self.softcap)  # (M, hi - lo)
 
+    @property
+    def vocab(self) -> int:
+        return int(self.weight.shape[0])
+
     def logits_at(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """float32 logit of entry ids[i] for features[i]: (M,). Computed row by row, so it may differ
         from the blocked matmul's value in the last bits."""
@@ -69,16 +73,41 @@ class LinearHead:
         return value
 
 
-class Head:
-    """Either a linear head with its inputs (logits computed a block at a time) or logits given whole."""
+@dataclass(frozen=True)
+class BorrowedLogits:
+    """Logits (M, V) held in memory that is not ours (llama.cpp's output buffer), read as a linear head's
+    are computed: a float32 copy of one block at a time, never written. The `features` handed to its
+    methods are those logits."""
 
-    def __init__(self, inputs: torch.Tensor, linear: LinearHead | None) -> None:
-        self.inputs = inputs  # (M, D) features, or (M, V) logits when linear is None
+    vocab: int
+
+    def logits(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """float32 copy of entries [lo, hi) of logits (M, V): (M, hi - lo), the caller's to overwrite."""
+        return features[:, lo:hi].to(torch.float32, copy=True)
+
+    def logits_at(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """float32 logit of entry ids[i] in row i: (M,)."""
+        return features.gather(1, ids.unsqueeze(1)).squeeze(1).float()
+
+
+BlockedHead = LinearHead | BorrowedLogits  # what the blocked passes read logits through
+
+
+class Head:
+    """A head read a block at a time (a linear head with its inputs, or borrowed logits), or logits given
+    whole (models whose head cannot be split off; read with torch's log-softmax)."""
+
+    def __init__(self, inputs: torch.Tensor, linear: BlockedHead | None) -> None:
+        self.inputs = inputs  # (M, D) features, or (M, V) logits when linear is None or BorrowedLogits
         self.linear = linear
 
     @property
     def vocab(self) -> int:
-        return int(self.linear.weight.shape[0] if self.linear is not None else self.inputs.shape[1])
+        return self.linear.vocab if self.linear is not None else int(self.inputs.shape[1])
+
+    def rows(self, part: slice) -> Head:
+        """The same head at rows `part` only."""
+        return Head(self.inputs[part], self.linear)
 
     def block(self, rows: slice, lo: int, hi: int) -> torch.Tensor:
         """float32 logits of rows, vocabulary entries [lo, hi): (m, hi - lo)."""

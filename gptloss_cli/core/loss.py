@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lmhead import Head, LinearHead, OnlineLogSumExp, block_sizes, concat_rows, logits_rows
+from .lmhead import BlockedHead, Head, OnlineLogSumExp, block_sizes, concat_rows, logits_rows
 
 
 def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -58,16 +58,17 @@ def softmax_stats(head: Head, targets: torch.Tensor, top_k: int) -> TokenStats:
 def head_nll(
     features: torch.Tensor,
     targets: torch.Tensor,
-    head: LinearHead,
+    head: BlockedHead,
     rows: int | None = None,
     vocab_block: int | None = None,
 ) -> torch.Tensor:
-    """Per-position NLL through a linear head, blocked over positions and vocabulary.
+    """Per-position NLL through a linear head (or borrowed logits), blocked over positions and vocabulary.
 
-    features: (M, D) the head's inputs at the scored positions; targets: (M,). Returns (M,) float32.
+    features: (M, D) the head's inputs at the scored positions (the logits, for borrowed ones); targets:
+    (M,). Returns (M,) float32.
     """
     rows, vocab_block = block_sizes(features.device, rows, vocab_block)
-    vocab = head.weight.shape[0]
+    vocab = head.vocab
     out = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)  # (M,)
     for lo in range(0, features.shape[0], rows):
         block = features[lo : lo + rows]  # (m, D)
@@ -92,7 +93,7 @@ class TokenStats:
 def head_stats(
     features: torch.Tensor,
     targets: torch.Tensor,
-    head: LinearHead,
+    head: BlockedHead,
     top_k: int,
     rows: int | None = None,
     vocab_block: int | None = None,
@@ -105,20 +106,20 @@ def head_stats(
     Rank counts the entries whose logit exceeds the target's, the target itself excluded.
     """
     rows, vocab_block = block_sizes(features.device, rows, vocab_block)
-    k = min(top_k, head.weight.shape[0])
+    k = min(top_k, head.vocab)
     parts = [
         _block_stats(features[lo : lo + rows], targets[lo : lo + rows], head, k, vocab_block)
         for lo in range(0, features.shape[0], rows)
     ]
     if not parts:
-        return logits_stats(torch.zeros(0, head.weight.shape[0], device=features.device), targets, k)
+        return logits_stats(torch.zeros(0, head.vocab, device=features.device), targets, k)
     return TokenStats(*concat_rows(parts))
 
 
 def _block_stats(
-    features: torch.Tensor, targets: torch.Tensor, head: LinearHead, k: int, vocab_block: int
+    features: torch.Tensor, targets: torch.Tensor, head: BlockedHead, k: int, vocab_block: int
 ) -> tuple[torch.Tensor, ...]:
-    m, vocab, device = features.shape[0], head.weight.shape[0], features.device
+    m, vocab, device = features.shape[0], head.vocab, features.device
     running = OnlineLogSumExp(targets)
     s1 = torch.zeros(m, device=device)  # (m,) Σ exp(z - M) (z - M)
     reference = head.logits_at(features, targets)  # (m,) the target's logit, for counting those above it

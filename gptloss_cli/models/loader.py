@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import GptlossError, first_line
 from .gguf_cache import ConvertProgress, cache_dir, cached_conversion, conversion_record, file_sha256
 from .hub import hub_host, hub_offline, hub_reachable
-from .spec import BUNDLED, Bundled, Device, Dtype, LoadedModel, ModelInfo
+from .spec import BUNDLED, Backend, Bundled, Device, Dtype, LoadedModel, ModelInfo
 from .tokenizer import Tokenizer
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -57,11 +57,15 @@ def load_model(
     device_map: bool = False,
     max_memory: dict[int | str, str] | None = None,
     compile: bool = False,
+    backend: Backend = Backend.transformers,
 ) -> LoadedModel:
     """Load `spec` for scoring: eval mode, on `device`, in `dtype`. With `device_map`, a model bigger than
     one device is placed by accelerate over the visible GPUs, then CPU (`max_memory` caps each, as
-    accelerate takes it); batches go to the LM head's device. `compile`: the body through torch.compile."""
+    accelerate takes it); batches go to the LM head's device. `compile`: the body through torch.compile.
+    `backend` llama.cpp: a GGUF file (or bundled alias) through llama.cpp's kernels, on the CPU."""
     source, kind, sha, name = locate(spec, progress)
+    if backend is Backend.llama_cpp:
+        return _load_llama_cpp(spec, source, (kind, sha, name), device)
     # Our own conversion: start parsing tokenizer.json in a child process before torch is imported.
     record = conversion_record(Path(source))
     tokenizer = Tokenizer.from_dir(Path(source), record["bos_token_id"]) if record else None
@@ -84,6 +88,25 @@ def load_model(
     if compile:
         compile_body(model)
     info = ModelInfo(spec, name, kind, sha, revision, dt, dev, parts, compile)
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info)
+
+
+def _load_llama_cpp(spec: str, source: str, found: tuple[str, str | None, str], device: Device) -> LoadedModel:
+    """The GGUF file behind `spec` in llama.cpp, with the tokenizer of its conversion (the engine's token ids)."""
+    kind, sha, name = found
+    if kind not in ("bundled", "gguf"):
+        raise GptlossError(f"{spec}: --backend llama.cpp runs GGUF files: give a .gguf file or a bundled alias")
+    if device not in (Device.auto, Device.cpu):
+        raise GptlossError(f"--device {device.value}: --backend llama.cpp runs on the CPU")
+    import torch
+
+    from .llamacpp import LlamaCppModel
+
+    path = bundled_gguf(BUNDLED[spec])[0] if kind == "bundled" else Path(spec).expanduser()
+    record = conversion_record(Path(source))
+    tokenizer = Tokenizer.from_dir(Path(source), record["bos_token_id"] if record else None)
+    model = LlamaCppModel(path, torch.get_num_threads())
+    info = ModelInfo(spec, name, kind, sha, None, "gguf", "cpu", backend=Backend.llama_cpp.value)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
 
 

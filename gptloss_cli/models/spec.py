@@ -18,6 +18,11 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class Backend(str, Enum):
+    transformers = "transformers"  # the model in torch (a GGUF file dequantised)
+    llama_cpp = "llama.cpp"  # a GGUF file through llama.cpp's own kernels (llama-cpp-python)
+
+
 class Dtype(str, Enum):
     auto = "auto"
     float32 = "float32"
@@ -64,9 +69,12 @@ class ModelInfo:
     device: str  # where the batches go: the LM head's device
     device_map: dict[str, str] | None = None  # with --device-map auto: each part's device (accelerate's map)
     compiled: bool = False  # with --compile: the body ran through torch.compile
+    backend: str = Backend.transformers.value
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
+        if self.backend == Backend.transformers.value:  # results of the default backend keep their shape
+            del data["backend"]
         if self.device_map is None:  # results of single-device runs keep their shape
             del data["device_map"]
         if not self.compiled:
@@ -91,3 +99,4 @@ class ModelRequest:
     trust_remote_code: bool = False
     device_map: bool = False  # spread over the visible GPUs, then CPU (accelerate's "auto" placement)
     compile: bool = False  # the body through torch.compile
+    backend: Backend = Backend.transformers

@@ -18,8 +18,9 @@ from dataclasses import replace
 import numpy as np
 
 from ..core.distributed import SOLO, World
-from ..core.engine import DocumentLosses, Progress, Scorer, nll_measure, pair_measure
+from ..core.engine import DocumentLosses, Progress, Scorer
 from ..core.heads import HeadCache
+from ..core.measures import nll_measure, pair_measure
 from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
 from ..core.totals import Bootstrap, document_totals
 from ..core.windows import TokenizedDocument

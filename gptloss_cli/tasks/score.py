@@ -11,7 +11,8 @@ from typing import Any
 from ..core.analyses import PositionBuckets
 from ..core.batches import document_windows_of
 from ..core.distributed import SOLO, Shard, World
-from ..core.engine import DocumentLosses, Progress, Scorer, moments_measure, nll_measure
+from ..core.engine import DocumentLosses, Progress, Scorer
+from ..core.measures import moments_measure, nll_measure
 from ..core.plan import Plan, WindowSettings
 from ..core.protocols import Protocol, recipe_sums
 from ..core.totals import Bootstrap, Totals, bootstrap_ci95, document_totals, macro_mean_perplexity

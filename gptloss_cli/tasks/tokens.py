@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..core.distributed import SOLO, World
-from ..core.engine import Progress, Scored, Scorer, nll_measure, stats_measure
+from ..core.engine import Progress, Scored, Scorer
+from ..core.measures import nll_measure, stats_measure
 from ..core.plan import WindowSettings
 from ..core.totals import LN2, Totals, document_totals
 from ..core.windows import TokenizedDocument
