@@ -17,7 +17,8 @@ Mean NLL is then meaningless. On CUDA, peak GPU memory is shown as well.
 whole chunks but scores only the second half of each (L/2 - 1 tokens), so its rows give both rates: "fwd tok/s"
 (tokens through the model per second of evaluation, from its own timer) and "tok/s" (tokens scored per second),
 and each gptloss row is compared with it on both (gptloss scores every token it forwards but the first of a
-window). llama.cpp runs its own quantised kernels on the file's weights; gptloss runs the dequantised weights.
+window). llama.cpp runs its own quantised kernels on the file's weights; gptloss runs the dequantised weights,
+or, with --llama-backend (a row "gptloss llama.cpp"), the file through llama.cpp's kernels too.
 """
 
 from __future__ import annotations
@@ -109,11 +110,14 @@ def child_gptloss(args: argparse.Namespace) -> dict:
     from gptloss_cli.core.plan import WindowSettings
     from gptloss_cli.inputs.document import Document
     from gptloss_cli.models.loader import load_model
-    from gptloss_cli.models.spec import Device, Dtype
+    from gptloss_cli.models.spec import Backend, Device, Dtype
     from gptloss_cli.tasks.score import score_documents
 
     t0 = time.perf_counter()
-    lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype), compile=args.compile)
+    if args.dtype == "llama.cpp":  # the llama.cpp backend: the GGUF file's own types and kernels
+        lm = load_model(args.model, backend=Backend.llama_cpp)
+    else:
+        lm = load_model(args.model, device=Device(args.device), dtype=Dtype(args.dtype), compile=args.compile)
     load = time.perf_counter() - t0
     text = Path(args.text).read_text(encoding="utf-8")
     settings = WindowSettings(max_length=args.max_length, batch_size=args.batch_size)
@@ -244,6 +248,7 @@ def main() -> None:
     parser.add_argument("--text")
     parser.add_argument("--warmup", action="store_true", help="score the text's first windows once, untimed")
     parser.add_argument("--compile", action="store_true", help="gptloss runs with --compile (the body compiled)")
+    parser.add_argument("--llama-backend", action="store_true", help="also time gptloss --backend llama.cpp")
     args = parser.parse_args()
     if args.child:
         child = {"recipe": child_recipe, "gptloss": child_gptloss, "tokens": child_tokens}[args.child]
@@ -275,6 +280,7 @@ def main() -> None:
     print("matmul peak: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in peaks.items()))
     print(f"fp32 roofline: {roofline:.0f} tok/s")
     runs = [("recipe", d) for d in args.recipe_dtypes.split(",")] + [("gptloss", d) for d in args.dtypes.split(",")]
+    runs += [("gptloss", "llama.cpp")] if args.llama_backend else []
     runs += [("tokens", "float32")] if args.tokens_run else []
     runs += [("llama.cpp", "gguf")] if args.llama_perplexity else []
     results = {}

@@ -16,6 +16,7 @@ the preset's, their relative difference. Takes a few minutes on two CPU cores.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -42,9 +43,9 @@ LM_EVAL = textwrap.dedent(
 )
 
 
-def gptloss(model: str, text: str, protocol: str, length: int, stride: int | None = None) -> dict:
+def gptloss(model: str, text: str, protocol: str, length: int, stride: int | None = None, *more: str) -> dict:
     args = [sys.executable, "-m", "gptloss_cli", "score", text, "-m", model, "-f", "json", "--protocol", protocol]
-    args += ["--max-length", str(length)] + ([] if stride is None else ["--stride", str(stride)])
+    args += ["--max-length", str(length)] + ([] if stride is None else ["--stride", str(stride)]) + list(more)
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)["total"]
 
@@ -155,6 +156,10 @@ def main() -> int:
         ours_cpp = gptloss(args.model, args.text, "llama.cpp", args.max_length)
         rows.append(("llama.cpp PPL", theirs_cpp["perplexity"], ours_cpp["llama_cpp"]["perplexity"]))
         rows.append(("llama.cpp chunks", theirs_cpp["chunks"], ours_cpp["llama_cpp"]["chunks"]))
+        if importlib.util.find_spec("llama_cpp"):  # the same file through llama.cpp's kernels: its very numbers
+            same = gptloss(args.model, args.text, "llama.cpp", args.max_length, None, "--backend", "llama.cpp")
+            for key, label in (("perplexity", "PPL"), ("plus_minus", "±")):
+                rows.append((f"llama.cpp {label}, --backend llama.cpp", theirs_cpp[key], same["llama_cpp"][key]))
     print(f"model {args.model}, text {args.text}, windows of {args.max_length}")
     print(f"{'peer':40} {'peer says':>16} {'gptloss preset':>16} {'rel. diff':>10}")
     for name, theirs_value, ours_value in rows:
