@@ -99,6 +99,11 @@ def test_backend_needs_a_gguf_file(model_dirs, text: Path) -> None:
     one_line_error(run("score", text, "-m", model_dirs["llama"], "--backend", "llama.cpp"), "runs GGUF files")
 
 
+@pytest.mark.parametrize("option", [("--dtype", "bfloat16"), ("--compile",), ("--device-map", "auto")])
+def test_backend_refuses_what_it_cannot_honour(text: Path, option: tuple[str, ...]) -> None:
+    one_line_error(run("score", text, "-m", MODEL, "--backend", "llama.cpp", *option), option[0], "llama.cpp")
+
+
 def test_backend_without_the_extra_says_how_to_install_it(text: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp raises ImportError
     one_line_error(run("score", text, "-m", MODEL, "--backend", "llama.cpp"), "gptloss[llama-cpp]")

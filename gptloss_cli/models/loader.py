@@ -65,6 +65,10 @@ def load_model(
     `backend` llama.cpp: a GGUF file (or bundled alias) through llama.cpp's kernels, on the CPU."""
     source, kind, sha, name = locate(spec, progress)
     if backend is Backend.llama_cpp:
+        asked = {"--dtype": dtype is not Dtype.auto, "--device-map": device_map, "--compile": compile}
+        refused = [option for option, given in asked.items() if given]
+        if refused:
+            raise GptlossError(f"{refused[0]}: not with --backend llama.cpp (it runs the file's own types on the CPU)")
         return _load_llama_cpp(spec, source, (kind, sha, name), device)
     # Our own conversion: start parsing tokenizer.json in a child process before torch is imported.
     record = conversion_record(Path(source))
