@@ -166,3 +166,10 @@ def test_main_process_exit_code_and_help(tmp_path: Path) -> None:
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "no such file" in bad.stderr
     code = "import sys, gptloss_cli.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("command", ["score", "tokens", "compare"])
+def test_help_shows_the_extra_to_install_for_the_llama_cpp_backend(command: str) -> None:
+    """Rich reads [..] as markup: the extra's name must survive into the help text."""
+    result = run(command, "--help", env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "gptloss[llama-cpp]" in result.stdout

@@ -144,7 +144,7 @@ CompileOpt = Annotated[
 ]
 BACKEND_HELP = (
     "transformers: the model in torch (a .gguf file dequantised); llama.cpp: a .gguf file or bundled alias through "
-    "llama.cpp's own kernels, as deployed (needs pip install 'gptloss[llama-cpp]')."
+    "llama.cpp's own kernels, as deployed (needs pip install 'gptloss\\[llama-cpp]')."  # \\[: not rich markup
 )
 BackendOpt = Annotated[Backend, panel_option(panel=MODEL_PANEL, help=BACKEND_HELP)]
 MODEL = OptionGroup(
