@@ -107,3 +107,16 @@ def test_backend_refuses_what_it_cannot_honour(text: Path, option: tuple[str, ..
 def test_backend_without_the_extra_says_how_to_install_it(text: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp raises ImportError
     one_line_error(run("score", text, "-m", MODEL, "--backend", "llama.cpp"), "gptloss[llama-cpp]")
+
+
+def test_backend_converts_only_the_tokenizer(text: Path, tmp_path: Path) -> None:
+    """A GGUF file not converted yet: --backend llama.cpp caches its tokenizer alone (no float32 copy of the
+    weights), and scores exactly as with the whole conversion."""
+    args = ("score", text, "-m", MODEL, "--backend", "llama.cpp", "-f", "json")
+    fresh = run(*args, env={"GPTLOSS_CACHE": str(tmp_path)})
+    assert fresh.exit_code == 0, fresh.stderr
+    assert not (tmp_path / "converted").exists()
+    (saved,) = (tmp_path / "tokenizers").iterdir()
+    assert (saved / "tokenizer.json").is_file() and not list(saved.glob("*.safetensors"))
+    whole = run(*args)
+    assert json.loads(fresh.stdout)["total"] == json.loads(whole.stdout)["total"]

@@ -67,9 +67,13 @@ def file_sha256(path: Path) -> str:
     return str(index[key])
 
 
-def cached_conversion(path: Path, sha256: str, progress: ConvertProgress | None = None) -> Path:
-    """The converted copy of the GGUF file at `path` (whose sha256 is given), converting it if needed."""
+def cached_conversion(path: Path, sha256: str, progress: ConvertProgress | None = None, weights: bool = True) -> Path:
+    """The converted copy of the GGUF file at `path` (whose sha256 is given), converting it if needed. Without
+    `weights` (--backend llama.cpp reads the file itself) the tokenizer is enough: the whole conversion's when
+    there is one, else a tokenizer-only one (no dequantised copy written, no float32 model in memory)."""
     target = converted_dir(sha256)
+    if not weights and conversion_record(target) is None:
+        target = cache_dir() / "tokenizers" / sha256
     record = conversion_record(target)
     if record is not None:
         if record.get("format", 1) < FORMAT:  # an older conversion: its tokenizer completed in place
@@ -80,7 +84,7 @@ def cached_conversion(path: Path, sha256: str, progress: ConvertProgress | None 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=target.parent))
     try:
-        bos_token_id = _convert(path, work, notify)
+        bos_token_id = _convert(path, work, notify, weights)
         _fix_pre_tokenizer(path, work)
         record = {"source": path.name, "sha256": sha256, "bos_token_id": bos_token_id, "format": FORMAT}
         _write_json_atomic(work / MARKER, record)
@@ -91,8 +95,9 @@ def cached_conversion(path: Path, sha256: str, progress: ConvertProgress | None 
     return target
 
 
-def _convert(path: Path, out: Path, notify: ConvertProgress) -> int | None:
-    """Write a safetensors + tokenizer.json copy of the GGUF file into `out`; return the BOS token id."""
+def _convert(path: Path, out: Path, notify: ConvertProgress, weights: bool = True) -> int | None:
+    """Write a safetensors (with `weights`) + tokenizer.json copy of the GGUF file into `out`; return the BOS
+    token id."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -103,6 +108,9 @@ def _convert(path: Path, out: Path, notify: ConvertProgress) -> int | None:
     try:
         notify(f"converting {path.name} (once; the result is cached): tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        if not weights:
+            tokenizer.save_pretrained(str(out))
+            return tokenizer.bos_token_id
         notify(f"converting {path.name} (once; the result is cached): dequantising weights")
         quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

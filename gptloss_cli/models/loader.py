@@ -63,7 +63,7 @@ def load_model(
     one device is placed by accelerate over the visible GPUs, then CPU (`max_memory` caps each, as
     accelerate takes it); batches go to the LM head's device. `compile`: the body through torch.compile.
     `backend` llama.cpp: a GGUF file (or bundled alias) through llama.cpp's kernels, on the CPU."""
-    source, kind, sha, name = locate(spec, progress)
+    source, kind, sha, name = locate(spec, progress, weights=backend is not Backend.llama_cpp)
     if backend is Backend.llama_cpp:
         asked = {"--dtype": dtype is not Dtype.auto, "--device-map": device_map, "--compile": compile}
         refused = [option for option, given in asked.items() if given]
@@ -131,11 +131,12 @@ def compile_body(model: Any) -> None:
         model.forward = torch.compile(model.forward)
 
 
-def locate(spec: str, progress: ConvertProgress | None) -> tuple[str, str, str | None, str]:
-    """(what to give from_pretrained, kind, sha256, resolved name) for a spec."""
+def locate(spec: str, progress: ConvertProgress | None, weights: bool = True) -> tuple[str, str, str | None, str]:
+    """(what to give from_pretrained, kind, sha256, resolved name) for a spec; a GGUF file's conversion holds
+    its tokenizer alone when `weights` is false."""
     if spec in BUNDLED:
         path, sha = bundled_gguf(BUNDLED[spec])
-        return str(cached_conversion(path, sha, progress)), "bundled", sha, path.name
+        return str(cached_conversion(path, sha, progress, weights)), "bundled", sha, path.name
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf" or path.is_file():
         if not path.is_file():
@@ -143,7 +144,7 @@ def locate(spec: str, progress: ConvertProgress | None) -> tuple[str, str, str |
         if path.suffix.lower() != ".gguf":
             raise GptlossError(f"{spec}: not a model (expected a .gguf file or a model directory)")
         sha = file_sha256(path)
-        return str(cached_conversion(path, sha, progress)), "gguf", sha, path.name
+        return str(cached_conversion(path, sha, progress, weights)), "gguf", sha, path.name
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise GptlossError(f"{spec}: not a model directory (it has no config.json)")
