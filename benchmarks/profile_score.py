@@ -126,7 +126,7 @@ def main() -> None:
 
     from bench_score import matmul_peak, random_weights  # this script's folder is on sys.path
 
-    from gptloss_cli.core.fused import compiled_step, fused_head_nll
+    from gptloss_cli.core.fused import compiled_step
     from gptloss_cli.core.heads import ModelHead
     from gptloss_cli.core.loss import head_nll
     from gptloss_cli.core.moments import head_moments
@@ -147,10 +147,8 @@ def main() -> None:
         h = parts.timed("body", head, batch)
         if args.moments:
             parts.timed("head", head_moments, h, batch.targets)
-        elif fused is not None:
-            parts.timed("head", fused_head_nll, h.inputs, batch.targets, h.linear, fused)
         else:
-            parts.timed("head", head_nll, h.inputs, batch.targets, h.linear)
+            parts.timed("head", head_nll, h.inputs, batch.targets, h.linear, step=fused)
 
     shares: dict[str, list[float]] = defaultdict(list)
     with torch.inference_mode():

@@ -9,8 +9,9 @@ import torch
 from conftest import assert_totals_close, run
 
 from gptloss_cli.core import fused
-from gptloss_cli.core.fused import CompiledStep, compiled_step, fused_head_nll, nll_step
+from gptloss_cli.core.fused import CompiledStep, compiled_step, nll_step
 from gptloss_cli.core.lmhead import LinearHead
+from gptloss_cli.core.loss import head_nll
 
 RTOL = 1e-5  # float32 sums in another order (block sizes, fused kernels); the NLLs here are O(1)-O(10)
 
@@ -42,7 +43,7 @@ def test_compiled_step_matches_the_whole_softmax(dtype: torch.dtype, bias: bool,
     targets[:3] = torch.tensor([0, vocab - 1, 1024])  # the first and last entries, and a block's first
     expected = direct_nll(head, features, targets)
     for each in (CompiledStep(), nll_step):
-        got = fused_head_nll(features, targets, head, each, rows=128, vocab_block=1024)
+        got = head_nll(features, targets, head, rows=128, vocab_block=1024, step=each)
         torch.testing.assert_close(got, expected, rtol=RTOL, atol=1e-5)
 
 
@@ -63,7 +64,7 @@ def test_a_failed_compile_falls_back_to_the_eager_step(monkeypatch: pytest.Monke
     step = CompiledStep()
     head = LinearHead(torch.randn(50, 8), None, None)
     features, targets = torch.randn(7, 8), torch.randint(0, 50, (7,))
-    got = fused_head_nll(features, targets, head, step, rows=4, vocab_block=16)
+    got = head_nll(features, targets, head, rows=4, vocab_block=16, step=step)
     torch.testing.assert_close(got, direct_nll(head, features, targets), rtol=RTOL, atol=1e-5)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["gptloss: torch.compile unavailable (RuntimeError); LM head runs eagerly"]

@@ -3,9 +3,10 @@
 On a GPU the head's matmul is fast and the passes over its output are not: eager PyTorch converts the block
 to float32, then takes its maximum, subtracts, exponentiates and sums, each a kernel that reads and writes
 the whole block (about 15 bytes of memory traffic per logit, against 2 for reading the matmul's bfloat16
-output once). `nll_step` is that fold written as one function, and torch.compile turns it into a kernel
-that reads the block once or twice and writes only per-row values. The arithmetic is the eager fold's
-(float32 logits, running maximum, rescaled running sum), so the numbers agree to float32 rounding.
+output once). `nll_step` is that fold written as one function (loss.head_nll runs it through
+OnlineLogSumExp.fold_step), and torch.compile turns it into a kernel that reads the block once or twice and
+writes only per-row values. The arithmetic is the eager fold's (float32 logits, running maximum, rescaled
+running sum), so the numbers agree to float32 rounding.
 
 It runs with --compile (the body compiled too), on accelerators only: on a CPU the eager in-place fold is as
 fast (Gemma's head on 1,023 positions: 1.5-1.7 s either way) and compiling costs seconds a process. On an
@@ -16,14 +17,12 @@ long runs, as the compiled body does.
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Callable
 
 import torch
 
-from .lmhead import FAR_BELOW, LinearHead, block_sizes, finish_logits
-
-Step = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+from .lmhead import Step, finish_logits
 
 
 def nll_step(
@@ -73,39 +72,11 @@ class CompiledStep:
         return out
 
 
-_STEPS: dict[str, CompiledStep] = {}
-
-
 def compiled_step(device: str, compiled: bool) -> CompiledStep | None:
     """The compiled NLL step (one per process) for a model run with --compile on an accelerator, else None."""
-    if not compiled or device == "cpu":
-        return None
-    return _STEPS.setdefault("step", CompiledStep())
+    return _the_step() if compiled and device != "cpu" else None
 
 
-def fused_head_nll(
-    features: torch.Tensor,
-    targets: torch.Tensor,
-    head: LinearHead,
-    step: Step,
-    rows: int | None = None,
-    vocab_block: int | None = None,
-) -> torch.Tensor:
-    """`loss.head_nll` with `step` folding each block: (M,) float32."""
-    rows, vocab_block = block_sizes(features.device, rows, vocab_block)
-    vocab, device = head.weight.shape[0], features.device
-    out = torch.empty(features.shape[0], dtype=torch.float32, device=device)  # (M,)
-    for lo in range(0, features.shape[0], rows):
-        block, wanted = features[lo : lo + rows], targets[lo : lo + rows]  # (m, D), (m,)
-        m = block.shape[0]
-        state = (  # running maximum, sum, target logit
-            torch.full((m,), FAR_BELOW, device=device),
-            torch.zeros(m, device=device),
-            torch.zeros(m, device=device),
-        )
-        for v in range(0, vocab, vocab_block):
-            hi = min(v + vocab_block, vocab)
-            bias = None if head.bias is None else head.bias[v:hi]
-            state = step(block @ head.weight[v:hi].T, wanted - v, *state, bias, head.softcap)
-        out[lo : lo + rows] = state[0] + torch.log(state[1]) - state[2]
-    return out
+@functools.cache
+def _the_step() -> CompiledStep:
+    return CompiledStep()

@@ -11,6 +11,7 @@ on CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,8 @@ VOCAB_BLOCK = 2048  # vocabulary entries per block on CPU
 GPU_ROWS = 2048  # on accelerators small blocks would be launch-bound: 256 MiB of float32 logits per block
 GPU_VOCAB_BLOCK = 32768
 LOGITS_CHUNK_BYTES = 256 * 2**20  # for logits handed over whole (models whose head cannot be split off)
+# One block folded into the running (maximum, sum, target logit), from the matmul's raw output (core.fused).
+Step = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 FAR_BELOW = -1e30  # the running maximum before any block: finite, so 0 * (old - new max) stays 0
 
 
@@ -54,8 +57,14 @@ class LinearHead:
 
     def logits(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
         """float32 logits of vocabulary entries [lo, hi) for features (M, D): (M, hi - lo)."""
-        bias = None if self.bias is None else self.bias[lo:hi]
-        return finish_logits(features @ self.weight[lo:hi].T, bias, self.softcap)  # (M, hi - lo)
+        return finish_logits(self.raw(features, lo, hi), self.bias_block(lo, hi), self.softcap)  # (M, hi - lo)
+
+    def raw(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """The matmul's output for entries [lo, hi), in the model's dtype: (M, hi - lo)."""
+        return features @ self.weight[lo:hi].T
+
+    def bias_block(self, lo: int = 0, hi: int | None = None) -> torch.Tensor | None:
+        return None if self.bias is None else self.bias[lo:hi]
 
     @property
     def vocab(self) -> int:
@@ -157,6 +166,20 @@ class OnlineLogSumExp:
         on a CPU, the same numbers)."""
         new_max, _, scale = self._advance(logits, lo)
         self.sum = self.sum * scale + logits.sub_(new_max.unsqueeze(1)).exp_().sum(dim=-1)
+
+    def fold_step(self, step: Step, head: LinearHead, features: torch.Tensor, lo: int, hi: int) -> None:
+        """Fold in entries [lo, hi) of a linear head through `step` (core.fused.nll_step, compiled: the float32
+        conversion, bias, soft cap and this fold of the matmul's output in one kernel), keeping the running
+        maximum, sum and target logit as fold_sum does."""
+        self.max, self.sum, self.target = step(
+            head.raw(features, lo, hi),
+            self.targets - lo,
+            self.max,
+            self.sum,
+            self.target,
+            head.bias_block(lo, hi),
+            head.softcap,
+        )
 
     def _advance(self, logits: torch.Tensor, lo: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Note the target's logit if it is in this block and raise the running maximum: (new max, old max -

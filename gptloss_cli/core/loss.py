@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lmhead import BlockedHead, Head, OnlineLogSumExp, block_sizes, concat_rows, logits_rows
+from .lmhead import BlockedHead, Head, LinearHead, OnlineLogSumExp, Step, block_sizes, concat_rows, logits_rows
 
 
 def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -61,20 +61,27 @@ def head_nll(
     head: BlockedHead,
     rows: int | None = None,
     vocab_block: int | None = None,
+    step: Step | None = None,
 ) -> torch.Tensor:
     """Per-position NLL through a linear head (or borrowed logits), blocked over positions and vocabulary.
 
     features: (M, D) the head's inputs at the scored positions (the logits, for borrowed ones); targets:
-    (M,). Returns (M,) float32.
+    (M,). step: a linear head's blocks folded by it (core.fused, --compile on an accelerator). Returns (M,)
+    float32.
     """
     rows, vocab_block = block_sizes(features.device, rows, vocab_block)
     vocab = head.vocab
+    fused = (step, head) if step is not None and isinstance(head, LinearHead) else None
     out = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)  # (M,)
     for lo in range(0, features.shape[0], rows):
         block = features[lo : lo + rows]  # (m, D)
         running = OnlineLogSumExp(targets[lo : lo + rows])
         for v in range(0, vocab, vocab_block):
-            running.fold_sum(head.logits(block, v, min(v + vocab_block, vocab)), v)
+            hi = min(v + vocab_block, vocab)
+            if fused is None:
+                running.fold_sum(head.logits(block, v, hi), v)
+            else:
+                running.fold_step(*fused, block, v, hi)
         out[lo : lo + rows] = running.nll()
     return out
 

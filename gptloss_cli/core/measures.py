@@ -12,9 +12,9 @@ import torch
 
 from ..models.spec import LoadedModel
 from .batches import BatchInputs
-from .fused import compiled_step, fused_head_nll
+from .fused import compiled_step
 from .heads import HeadCache, LlamaCppHead, ModelHead, model_head
-from .lmhead import Head, LinearHead
+from .lmhead import Head
 from .loss import head_nll, head_stats, logits_nll, logits_stats, softmax_nll, softmax_stats
 from .moments import head_moments, softmax_moments
 from .pairloss import pair_stats
@@ -34,9 +34,7 @@ def nll_measure(loaded: LoadedModel, softmax: bool = False) -> Measure:
             return {"nll": softmax_nll(h, targets)}
         if h.linear is None:
             return {"nll": logits_nll(h.inputs, targets)}
-        if step is not None and isinstance(h.linear, LinearHead):
-            return {"nll": fused_head_nll(h.inputs, targets, h.linear, step)}
-        return {"nll": head_nll(h.inputs, targets, h.linear)}
+        return {"nll": head_nll(h.inputs, targets, h.linear, step=step)}
 
     return lambda batch: _joined(one(h, batch.targets[part]) for part, h in head.parts(batch))
 
