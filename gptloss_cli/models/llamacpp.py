@@ -5,7 +5,7 @@ activations too), not the dequantised float32 weights the transformers backend r
 BOS and masks are unchanged: this module only turns a window's token ids into float32 logits at the input
 positions asked for. Logits stay in llama.cpp's output buffer (read a block at a time by the engine, never
 copied whole): a window is decoded a piece at a time, so the buffer holds a piece's rows of the vocabulary
-(128 MB for 128 positions of Gemma's 262,144 entries) whatever the window's length.
+(64 MB for core.heads' pieces of 64 positions of Gemma's 262,144 entries) whatever the window's length.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ class LlamaCppModel:
         """A context that holds `length` tokens, decoded `piece` at a time (a new one when the last was too
         small or stepped otherwise), its cache emptied."""
         lib = self.lib
+        if not 0 < piece <= MAX_PIECE:  # the batch holds MAX_PIECE tokens
+            raise ValueError(f"piece {piece}: between 1 and {MAX_PIECE} tokens")
         if self.ctx is None or length > self.n_ctx or piece != self.piece:
             if self.ctx is not None:
                 lib.llama_free(self.ctx)

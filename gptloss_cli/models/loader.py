@@ -63,16 +63,18 @@ def load_model(
     one device is placed by accelerate over the visible GPUs, then CPU (`max_memory` caps each, as
     accelerate takes it); batches go to the LM head's device. `compile`: the body through torch.compile.
     `backend` llama.cpp: a GGUF file (or bundled alias) through llama.cpp's kernels, on the CPU."""
-    source, kind, sha, name = locate(spec, progress, weights=backend is not Backend.llama_cpp)
-    if backend is Backend.llama_cpp:
+    if backend is Backend.llama_cpp:  # refused before anything is converted
         asked = {"--dtype": dtype is not Dtype.auto, "--device-map": device_map, "--compile": compile}
+        asked[f"--device {device.value}"] = device not in (Device.auto, Device.cpu)
         refused = [option for option, given in asked.items() if given]
         if refused:
             raise GptlossError(f"{refused[0]}: not with --backend llama.cpp (it runs the file's own types on the CPU)")
-        return _load_llama_cpp(spec, source, (kind, sha, name), device)
+    source, kind, sha, name = locate(spec, progress, weights=backend is not Backend.llama_cpp)
     # Our own conversion: start parsing tokenizer.json in a child process before torch is imported.
     record = conversion_record(Path(source))
     tokenizer = Tokenizer.from_dir(Path(source), record["bos_token_id"]) if record else None
+    if backend is Backend.llama_cpp:
+        return _load_llama_cpp(spec, (kind, sha, name), tokenizer)
     import torch
 
     dev = resolve_device(device)
@@ -95,20 +97,16 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
 
 
-def _load_llama_cpp(spec: str, source: str, found: tuple[str, str | None, str], device: Device) -> LoadedModel:
+def _load_llama_cpp(spec: str, found: tuple[str, str | None, str], tokenizer: Tokenizer | None) -> LoadedModel:
     """The GGUF file behind `spec` in llama.cpp, with the tokenizer of its conversion (the engine's token ids)."""
     kind, sha, name = found
-    if kind not in ("bundled", "gguf"):
+    if kind not in ("bundled", "gguf") or tokenizer is None:
         raise GptlossError(f"{spec}: --backend llama.cpp runs GGUF files: give a .gguf file or a bundled alias")
-    if device not in (Device.auto, Device.cpu):
-        raise GptlossError(f"--device {device.value}: --backend llama.cpp runs on the CPU")
     import torch
 
     from .llamacpp import LlamaCppModel
 
     path = bundled_gguf(BUNDLED[spec])[0] if kind == "bundled" else Path(spec).expanduser()
-    record = conversion_record(Path(source))
-    tokenizer = Tokenizer.from_dir(Path(source), record["bos_token_id"] if record else None)
     model = LlamaCppModel(path, torch.get_num_threads())
     info = ModelInfo(spec, name, kind, sha, None, "gguf", "cpu", backend=Backend.llama_cpp.value)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
