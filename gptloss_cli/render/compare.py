@@ -16,7 +16,7 @@ from ..tasks.compare_result import CompareResult, DocumentPair, FailedCandidate
 from ..tasks.compare_stats import Distribution, Paired
 from .analyses import detection_table
 from .fit import FitNames
-from .format import interval, middle_cut, num, shown_token
+from .format import interval, middle_cut, num, shown_token, visible
 from .score import MAX_ROWS
 
 
@@ -53,7 +53,7 @@ def _table(result: CompareResult, width: int | None) -> Table:
         left = header == "source"
         table.add_column(header, footer=Text(foot, style="bold"), justify="left" if left else "right", no_wrap=left)
     for doc in _shown(result):
-        name = doc.source if width is None else middle_cut(doc.source, width)
+        name = visible(doc.source) if width is None else middle_cut(visible(doc.source), width)
         table.add_row(*(Text(c) for c in _row(name, doc.totals_a, doc.totals_b, doc.paired(result.unit))))
     return table
 
@@ -131,7 +131,7 @@ def _differences(result: CompareResult, width: int | None) -> Table:
     for header in ("source", "text", "NLL A", "NLL B", "Δ"):
         tops.add_column(header, justify="left" if header in ("source", "text") else "right", no_wrap=header == "source")
     for t in result.top_differences():
-        source = t.source if width is None else middle_cut(t.source, width)
+        source = visible(t.source) if width is None else middle_cut(visible(t.source), width)
         cells = [source, shown_token(t.text), f"{t.nll_a:.2f}", f"{t.nll_b:.2f}", f"{t.delta_nll:+.2f}"]
         tops.add_row(*(Text(c) for c in cells))
     return tops

@@ -1,4 +1,5 @@
-"""compare's HTML report: one self-contained page, no script, every piece of text escaped.
+"""compare's HTML report: one self-contained page, no script, every piece of text escaped (and characters
+that would hide or reorder it shown as marks, as in the `tokens` report).
 
 With one tokenizer each document is shown twice, coloured by the per-token KL(P_A‖P_B) and by Δ NLL, each on
 a scale taken from the comparison's own percentiles, so that even a bf16-vs-fp32 or Q4-vs-Q8 comparison (tiny
@@ -13,8 +14,8 @@ import numpy as np
 from ..core.totals import Totals
 from ..tasks.compare_result import CompareResult, DocumentPair
 from ..tasks.compare_stats import Distribution, Paired
-from .format import num
-from .html import CSS, escape, peak_line
+from .format import num, visible
+from .html import CSS, escape, peak_line, shown
 
 SCALE = (50.0, 75.0, 90.0, 95.0, 99.0)  # percentiles that bound the colour steps
 KL_BG = ("#ffffff", "#fff3e0", "#ffe0b2", "#ffb74d", "#f57c00", "#bf360c")
@@ -63,7 +64,7 @@ def render_compare_report(result: CompareResult) -> str:
     parts.append(_legend(delta_edges, WORSE_BG, f"|\u0394 NLL| per {paired.unit} (red: B worse, blue: B better)"))
     for doc in result.documents:
         line = _paired_line(doc.totals_a, doc.totals_b, doc.paired(result.unit), doc.distribution())
-        parts.append(f'<section><h2>{escape(doc.source)}</h2><p class="meta">{escape(line)}</p>')
+        parts.append(f'<section><h2>{escape(visible(doc.source))}</h2><p class="meta">{escape(line)}</p>')
         if doc.kld is not None and dist is not None:
             parts.append(f'<h3>KL per token</h3><div class="text">{_spans(doc, doc.kld, kl_edges, "kl")}</div>')
             parts.append(_trace(doc.kld))
@@ -92,7 +93,7 @@ def _spans(doc: DocumentPair, values: np.ndarray, edges: list[float], kind: str)
     rows = sorted(zip(doc.spans.tolist(), values.tolist(), doc.nll_a.tolist(), doc.nll_b.tolist(), strict=True))
     for (start, end), value, nll_a, nll_b in rows:
         if start > at:
-            out.append(escape(text[at:start]))
+            out.append(shown(text[at:start]))
         if kind == "kl":
             bg = KL_BG[min(_step(value, edges), len(KL_BG) - 1)]
             tip = f"KL {value:.6f} nats \u00b7 NLL A {nll_a:.4f}, B {nll_b:.4f}"
@@ -100,9 +101,9 @@ def _spans(doc: DocumentPair, values: np.ndarray, edges: list[float], kind: str)
             colours = WORSE_BG if value > 0 else BETTER_BG
             bg = colours[min(_step(abs(value), edges), len(colours) - 1)]
             tip = f"\u0394 NLL {value:+.6f} \u00b7 NLL A {nll_a:.4f}, B {nll_b:.4f}"
-        out.append(f'<span class="t" style="background:{bg}" title="{escape(tip)}">{escape(text[start:end])}</span>')
+        out.append(f'<span class="t" style="background:{bg}" title="{escape(tip)}">{shown(text[start:end])}</span>')
         at = max(at, end)
-    out.append(escape(text[at:]))
+    out.append(shown(text[at:]))
     return "".join(out)
 
 

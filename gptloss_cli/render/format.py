@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+import sys
+import unicodedata
+from collections.abc import Iterator, Sequence
+from functools import cache
 from typing import Any
 
 DASH = "—"
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+HIDDEN = ("Cc", "Cf", "Cs")  # Unicode categories `visible` marks: control, format (invisible), surrogate
+_WHITESPACE = str.maketrans({"\n": "\u21b5", "\t": "\u2192", " ": "\u00b7"})
 
 
 def to_json(data: dict[str, Any]) -> str:
@@ -48,14 +52,62 @@ def interval(ci: Sequence[float] | None, digits: int = 2) -> str:
     return DASH if ci is None else f"{num(ci[0], digits)}–{num(ci[1], digits)}"
 
 
+@cache
+def _hidden() -> re.Pattern[str]:
+    """Every character `visible` replaces, from this Python's Unicode data: control characters but tab and
+    newline, invisible format characters (category Cf: bidi controls such as U+202E, zero-width spaces and
+    joiners, the soft hyphen, tag characters, ...) and lone surrogates."""
+    codes = [c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in HIDDEN and c not in (9, 10)]
+    runs: list[list[int]] = []
+    for code in codes:
+        if runs and runs[-1][1] == code - 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in runs) + "]")
+
+
+def _mark(char: str) -> str:
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code)  # a C0 control's picture: ␛ for escape
+    return "\u2421" if code == 0x7F else f"<U+{code:04X}>"
+
+
+def char_name(char: str) -> str:
+    """U+202E RIGHT-TO-LEFT OVERRIDE; a control character by its picture's name (U+001B ESCAPE)."""
+    code = ord(char)
+    name = unicodedata.name(char, "")
+    if not name and (code < 0x20 or code == 0x7F):
+        name = unicodedata.name(_mark(char)).removeprefix("SYMBOL FOR ")
+    kind = {"Cc": "control character", "Cs": "lone surrogate"}.get(unicodedata.category(char), "")
+    return f"U+{code:04X} {name or kind}".rstrip()
+
+
 def visible(text: str) -> str:
-    """Control characters (escape sequences included) as their Unicode pictures, safe for a terminal."""
-    return _CONTROL.sub(lambda m: chr(0x2400 + ord(m.group())) if ord(m.group()) < 0x20 else "\u2421", text)
+    """The text safe for a terminal and unable to hide or reorder itself: control characters (escape
+    sequences included) as their Unicode pictures (␛), invisible format characters and bidi controls as
+    marks (<U+202E>); newline and tab kept for the layout."""
+    return _hidden().sub(lambda m: _mark(m.group()), text)
+
+
+def marked(text: str, whitespace: bool = False) -> Iterator[tuple[str, str]]:
+    """`text` in runs, for renderers that style the marks: (plain text, "") and, for each character `visible`
+    replaces, (its mark, its name). With `whitespace`, spaces, newlines and tabs in the plain runs as · ↵ →."""
+    at = 0
+    for m in _hidden().finditer(text):
+        if m.start() > at:
+            plain = text[at : m.start()]
+            yield (plain.translate(_WHITESPACE) if whitespace else plain), ""
+        yield _mark(m.group()), char_name(m.group())
+        at = m.end()
+    if at < len(text):
+        yield (text[at:].translate(_WHITESPACE) if whitespace else text[at:]), ""
 
 
 def shown_token(token: str) -> str:
-    """A token for a table cell: whitespace made visible."""
-    return visible(token).replace("\n", "\u21b5").replace("\t", "\u2192").replace(" ", "\u00b7") or "\u2205"
+    """A token for a table cell: whitespace made visible, as every hidden character; ∅ for none."""
+    return visible(token).translate(_WHITESPACE) or "\u2205"
 
 
 def middle_cut(text: str, width: int) -> str:

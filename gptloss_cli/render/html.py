@@ -2,6 +2,8 @@
 
 Every piece of document or model text goes through `html.escape` (attributes included), and
 the page has no script element at all, so nothing in the input can run or load anything.
+Characters that would hide or reorder text (bidi controls such as U+202E, zero-width and other
+format characters, control characters) are shown as marks, as in the terminal (`format.visible`).
 Tooltips are plain `title` attributes; the plot is inline SVG.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 from ..core.analyses import PositionBuckets
 from ..core.totals import Totals
 from ..tasks.tokens import AnyRecord, TokenRecord, WordRecord
-from .format import bucket, bucket_labels, num
+from .format import bucket, bucket_labels, marked, num, shown_token, visible
 from .tokens import BITS_EDGES
 
 PLOT_POINTS = 1200  # most points drawn in the NLL plot (the maximum of each bucket of positions)
@@ -34,6 +36,7 @@ border:1px solid #ddd;padding:1rem;border-radius:6px;overflow-wrap:anywhere}
 table{border-collapse:collapse}td,th{padding:.15rem .6rem;text-align:right}td.l,th.l{text-align:left}
 .ctx{font-family:ui-monospace,monospace;white-space:pre-wrap}.ctx mark{font-weight:bold}
 svg{border:1px solid #ddd;border-radius:6px}
+.u{color:#555;background:#eee;outline:1px dotted #999;font-size:.85em}
 """
 # Light backgrounds for the page: same buckets as the terminal heatmap.
 _BG = ("#e8f5e9", "#f1f8e9", "#fff9c4", "#ffe0b2", "#ffcdd2", "#e1bee7")
@@ -41,6 +44,15 @@ _BG = ("#e8f5e9", "#f1f8e9", "#fff9c4", "#ffe0b2", "#ffcdd2", "#e1bee7")
 
 def escape(text: str) -> str:
     return html.escape(text, quote=True)
+
+
+def shown(text: str, whitespace: bool = False) -> str:
+    """Document or model text for the page: escaped, each character `format.visible` replaces as a mark
+    (<U+202E>, ␛) in a span whose title names it; with `whitespace`, spaces and line ends shown (· ↵ →)."""
+    return "".join(
+        f'<span class="u" title="{escape(name)}">{escape(piece)}</span>' if name else escape(piece)
+        for piece, name in marked(text, whitespace)
+    )
 
 
 def legend(edges: Sequence[float], colours: Sequence[str], between: str = "\u2013") -> str:
@@ -79,7 +91,7 @@ def _document(source: str, text: str, records: Sequence[AnyRecord], totals: Tota
     )
     return "\n".join(
         [
-            f'<section><h2>{escape(source)}</h2><p class="meta">{summary}</p>',
+            f'<section><h2>{escape(visible(source))}</h2><p class="meta">{summary}</p>',
             f'<div class="text">{_spans(text, records, key)}</div>',
             _position_plot(records) if key == "token" else _plot(records),
             _worst(text, records, key),
@@ -92,7 +104,7 @@ def _tooltip(r: AnyRecord) -> str:
     lines = [f"#{r.index}  logprob {r.logprob:.3f}  ({r.bits:.2f} bits, p={r.prob:.4f})"]
     if isinstance(r, TokenRecord):
         lines.append(f"rank {r.rank}  entropy {r.entropy:.2f} nats  context {r.context}")
-        lines += [f"{t.token!r}  {t.logprob:.3f}" for t in r.top]
+        lines += [f"{shown_token(t.token)}  {t.logprob:.3f}" for t in r.top]
     if isinstance(r, WordRecord):
         lines.append(f"{r.tokens} tokens")
     return "\n".join(lines)
@@ -102,14 +114,14 @@ def _spans(text: str, records: Sequence[AnyRecord], key: str) -> str:
     out, at = [], 0
     for r in sorted(records, key=lambda r: r.start):
         if r.start > at:
-            out.append(escape(text[at : r.start]))
+            out.append(shown(text[at : r.start]))
         bg = _BG[bucket(r.bits, BITS_EDGES)]
         out.append(
             f'<span class="t" data-i="{r.index}" style="background:{bg}" title="{escape(_tooltip(r))}">'
-            f"{escape(text[r.start : r.end])}</span>"
+            f"{shown(text[r.start : r.end])}</span>"
         )
         at = max(at, r.end)
-    out.append(escape(text[at:]))
+    out.append(shown(text[at:]))
     return "".join(out)
 
 
@@ -180,10 +192,11 @@ def _worst(text: str, records: Sequence[AnyRecord], key: str) -> str:
         before = text[max(0, r.start - CONTEXT_CHARS) : r.start]
         after = text[r.end : r.end + CONTEXT_CHARS]
         best = r.top[0].token if isinstance(r, TokenRecord) and r.top else None
+        expected = "" if best is None else shown(best, whitespace=True) or "\u2205"  # ∅: an empty token
         rows.append(
-            f'<tr><td>{r.index}</td><td>{r.bits:.2f}</td><td class="l ctx">{escape(before)}'
-            f"<mark>{escape(text[r.start : r.end])}</mark>{escape(after)}</td>"
-            f'<td class="l ctx">{escape(best) if best is not None else ""}</td></tr>'
+            f'<tr><td>{r.index}</td><td>{r.bits:.2f}</td><td class="l ctx">{shown(before)}'
+            f"<mark>{shown(text[r.start : r.end])}</mark>{shown(after)}</td>"
+            f'<td class="l ctx">{expected}</td></tr>'
         )
     return (
         f'<h3>Most surprising {key}s</h3><table><tr><th>#</th><th>bits</th><th class="l">in context</th>'

@@ -32,7 +32,7 @@ WORD_CSV_FIELDS = (
 
 
 def tokens_table(source: str, records: Sequence[AnyRecord], unit: str) -> Table:
-    table = Table(title=Text(source), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table = Table(title=Text(visible(source)), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
     word = unit == "word"
     columns = ["#", "word" if word else "token", "bits", "prob"]
     columns += ["tokens"] if word else ["rank", "entropy", "context", "top choices"]
@@ -87,7 +87,7 @@ def tokens_view(
         return Group(*(tokens_table(d.source, recs, unit) for d, recs in zip(documents, records, strict=True)))
     parts: list[RenderableType] = [legend(color)]
     for doc, recs in zip(documents, records, strict=True):
-        parts += [Rule(Text(doc.source), align="left"), heatmap(doc.text, recs, color)]
+        parts += [Rule(Text(visible(doc.source)), align="left"), heatmap(doc.text, recs, color)]
     return Group(*parts)
 
 
