@@ -1,5 +1,6 @@
 """Text that cannot lie about itself: bidi overrides, zero-width and other invisible format characters and
-control characters are shown as marks in the terminal and in every HTML report, the rest of the text intact."""
+control characters are shown as marks in the terminal and in every HTML report, the rest of the text intact;
+token pieces that are part of a character show as their bytes."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from conftest import build_tokenizer
 from rich.console import Console, RenderableType
 
 from gptloss_cli.core.plan import WindowSettings
 from gptloss_cli.inputs.document import Document
+from gptloss_cli.models.tokenizer import _decode_pieces
 from gptloss_cli.render.compare import compare_view
 from gptloss_cli.render.compare_html import render_compare_report
 from gptloss_cli.render.format import visible
@@ -153,3 +156,31 @@ class TextBlock(HTMLParser):
             if self._title is not None:
                 self.marks[data] = self._title
                 self._title = None
+
+
+def test_byte_level_pieces_show_their_bytes() -> None:
+    from gptloss_cli.models.tokenizer import byte_level, byte_pieces
+
+    backend = build_tokenizer(vocab_size=500).backend_tokenizer
+    assert byte_level(backend)
+    vocab = backend.get_vocab()
+    part, word_part, whole = vocab["\u00e2"], vocab["W\u00c3"], vocab["\u00c3\u00a9"]  # 0xE2, W 0xC3, é
+    assert _decode_pieces(backend, [part, word_part, whole]) == ["<0xE2>", "W<0xC3>", "\u00e9"]
+    assert byte_pieces(b"\xe2\x80") == "<0xE2><0x80>"
+    assert byte_pieces("a\u2014b".encode()[:-2] + b"\xc3") == "a<0xE2><0x80><0xC3>"
+    assert byte_pieces("é—".encode()) == "é—"
+
+
+def test_other_vocabularies_keep_their_names() -> None:
+    """A SentencePiece-style byte-fallback vocabulary: not byte-level, its byte tokens keep their own names."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    from gptloss_cli.models.tokenizer import byte_level
+
+    vocab = {"<unk>": 0, "<0xC3>": 1, "\u00c3": 2, "\u2581a": 3, "\u00e2\u0122": 4}
+    backend = Tokenizer(models.BPE(vocab, [], unk_token="<unk>", byte_fallback=True))
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    assert not byte_level(backend)
+    assert _decode_pieces(backend, [1, 2, 3, 4]) == ["<0xC3>", "\u00c3", " a", "\u00e2\u0122"]

@@ -13,8 +13,10 @@ the child fails for any reason the file is parsed in this process instead.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -123,8 +125,9 @@ class Tokenizer:
     def pieces(self, ids: list[int]) -> list[str]:
         """The text of each token id on its own (cached): what a top-k alternative would add to the text.
 
-        A token that is part of a character (a byte-fallback piece) decodes to nothing printable and is
-        shown by its vocabulary name instead, such as <0xE2>.
+        A token that is part of a character decodes to nothing printable and is shown by its bytes instead:
+        a byte-fallback piece by its vocabulary name, such as <0xE2>; a byte-level one (GPT-2's alphabet,
+        as SmolLM2's) the same way, its whole characters decoded and the rest as bytes (W<0xC3>).
         """
         missing = sorted({i for i in ids if i not in self._pieces})
         if missing:
@@ -168,11 +171,52 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
 
 
 def _decode_pieces(backend: Any, ids: list[int]) -> list[str]:
+    alphabet = _byte_alphabet() if byte_level(backend) else None
     out = []
     for i in ids:
         text = backend.decode([i], skip_special_tokens=False)
-        out.append(text if text and "\ufffd" not in text else (backend.id_to_token(i) or text))
+        if text and "\ufffd" not in text:
+            out.append(text)
+            continue
+        name = backend.id_to_token(i) or ""
+        if alphabet is not None and name and all(c in alphabet for c in name):
+            out.append(byte_pieces(bytes(alphabet[c] for c in name)))
+        else:
+            out.append(name or text)
     return out
+
+
+def byte_level(backend: Any) -> bool:
+    """Whether `backend` (a tokenizers.Tokenizer) spells its tokens in GPT-2's byte-level alphabet: its
+    decoder or pre-tokenizer is ByteLevel, alone or in a sequence."""
+    for part in (backend.decoder, backend.pre_tokenizer):
+        if part is not None and _has_type(json.loads(part.__getstate__()), "ByteLevel"):
+            return True
+    return False
+
+
+def _has_type(node: Any, name: str) -> bool:
+    if isinstance(node, dict):
+        return node.get("type") == name or any(_has_type(v, name) for v in node.values())
+    return isinstance(node, list) and any(_has_type(v, name) for v in node)
+
+
+@cache
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte: printable Latin-1 bytes spell themselves, the other
+    68 bytes are the characters from U+0100 on, in byte order (Ġ is the space, 0x20)."""
+    own = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = [b for b in range(256) if b not in own]
+    return {chr(b): b for b in own} | {chr(0x100 + n): b for n, b in enumerate(others)}
+
+
+_STRAY = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as "surrogateescape" decodes it
+
+
+def byte_pieces(data: bytes) -> str:
+    """Bytes as text: the whole UTF-8 characters decoded, each stray byte as <0xNN> (b"W\\xc3" -> W<0xC3>),
+    as SentencePiece names its byte-fallback tokens."""
+    return _STRAY.sub(lambda m: f"<0x{ord(m.group()) - 0xDC00:02X}>", data.decode("utf-8", "surrogateescape"))
 
 
 def _request_pieces(worker: subprocess.Popen[bytes], ids: list[int]) -> list[str]:
