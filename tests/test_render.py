@@ -123,3 +123,34 @@ def test_usage_errors_keep_exit_code_2() -> None:
 
 def test_dataset_option_without_dataset(model_dirs, long_names: list[Path]) -> None:
     one_line_error(run("score", long_names[1], "--text-column", "body"), "--text-column needs --dataset")
+
+
+def test_tokens_table_has_a_legend_and_small_p_in_three_digits() -> None:
+    """p of a surprising token reads as a number (6.14e-06; 3.67e-348 below the float range), never 0.000;
+    a legend says what each column means. The JSON keeps the float."""
+    import io
+
+    from rich.console import Console
+
+    from gptloss_cli.inputs.document import Document
+    from gptloss_cli.render.tokens import tokens_view
+    from gptloss_cli.tasks.tokens import TokenRecord, TopChoice
+
+    top = (TopChoice(1, "a", -0.5),)
+    records = [TokenRecord(0, 0, 1, 0.2, token="a", top=top), TokenRecord(1, 1, 2, 12.0, token="b", top=top)]
+    records.append(TokenRecord(2, 2, 3, 800.0, token="c", top=top))
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(
+        tokens_view([Document("abc", "s")], [records], "token", False, False)
+    )
+    rows = {
+        line.split()[1]: line.split()
+        for line in out.getvalue().splitlines()
+        if line.split()[:1] in (["0"], ["1"], ["2"])
+    }
+    assert [rows[t][3] for t in "abc"] == ["0.819", "6.14e-06", "3.67e-348"]
+    assert "0.000" not in out.getvalue()
+    legend = " ".join(out.getvalue().split())
+    for words in ("bits: −log₂ p", "rank: 1 +", "entropy:", "in nats", "context: tokens the model saw", "top choices:"):
+        assert words in legend, words
+    assert records[1].to_dict()["prob"] == pytest.approx(6.144212e-06, rel=1e-6)

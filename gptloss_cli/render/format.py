@@ -52,6 +52,19 @@ def interval(ci: Sequence[float] | None, digits: int = 2) -> str:
     return DASH if ci is None else f"{num(ci[0], digits)}–{num(ci[1], digits)}"
 
 
+def probability(logprob: float) -> str:
+    """p = exp(logprob) in 3 significant digits, in scientific notation below 1e-4 (2.1e-05): a small p never
+    reads 0.000. Below the float range it is worked out from log10 p (1.23e-400)."""
+    p = math.exp(logprob)
+    if p >= 1e-300 or not math.isfinite(logprob):
+        return f"{p:.3g}"
+    exponent = math.floor(logprob / math.log(10))
+    mantissa = float(f"{10 ** (logprob / math.log(10) - exponent):.3g}")
+    if mantissa >= 10:  # 9.996 rounds up to the next power of ten
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:g}e{exponent:+03d}"
+
+
 @cache
 def _hidden() -> re.Pattern[str]:
     """Every character `visible` replaces, from this Python's Unicode data: control characters but tab and

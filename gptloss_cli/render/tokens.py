@@ -15,7 +15,7 @@ from rich.text import Text
 from ..core.totals import Totals
 from ..inputs.document import Document
 from ..tasks.tokens import AnyRecord, TokenRecord, WordRecord
-from .format import bucket, bucket_labels, shown_token, to_json, visible
+from .format import bucket, bucket_labels, probability, shown_token, to_json, visible
 
 # Surprisal buckets in bits: [0, 1), [1, 2), [2, 4), [4, 8), [8, 12), [12, inf)
 BITS_EDGES = (1.0, 2.0, 4.0, 8.0, 12.0)
@@ -39,7 +39,7 @@ def tokens_table(source: str, records: Sequence[AnyRecord], unit: str) -> Table:
     for name in columns:
         table.add_column(name, justify="left" if name in ("word", "token", "top choices") else "right")
     for r in records:
-        row = [str(r.index), shown_token(r.text), f"{r.bits:.2f}", f"{r.prob:.3f}"]
+        row = [str(r.index), shown_token(r.text), f"{r.bits:.2f}", probability(r.logprob)]
         if isinstance(r, WordRecord):
             row.append(str(r.tokens))
         else:
@@ -47,6 +47,23 @@ def tokens_table(source: str, records: Sequence[AnyRecord], unit: str) -> Table:
             row += [str(r.rank), f"{r.entropy:.2f}", str(r.context), top]
         table.add_row(*(Text(cell) for cell in row))  # Text: never read as markup
     return table
+
+
+def table_legend(unit: str) -> Text:
+    """What the table's columns mean, in one paragraph under the tables."""
+    if unit == "word":
+        what = "bits: −log₂ p of the word (its tokens' log p summed) · prob: p · tokens: tokens in the word"
+    else:
+        what = (
+            "bits: −log₂ p of the token · prob: p · rank: 1 + the tokens the model ranked above it · "
+            "entropy: of the model's next-token distribution, in nats · context: tokens the model saw before "
+            "it (BOS included) · top choices: the 3 most likely tokens, with log p in nats"
+        )
+    marks = (
+        "In the text: \u00b7 a space, \u21b5 a newline, \u2192 a tab, \u2205 an empty piece, \u241b a control "
+        "character, <U+202E> an invisible or bidi character by its code point"
+    )
+    return Text(f"{what}. {marks}", style="dim")
 
 
 def heatmap(text: str, records: Sequence[AnyRecord], color: bool) -> Text:
@@ -84,7 +101,8 @@ def tokens_view(
 ) -> RenderableType:
     """A table per document, or (heat) a legend and each document's heatmap."""
     if not heat:
-        return Group(*(tokens_table(d.source, recs, unit) for d, recs in zip(documents, records, strict=True)))
+        tables = [tokens_table(d.source, recs, unit) for d, recs in zip(documents, records, strict=True)]
+        return Group(*tables, table_legend(unit))
     parts: list[RenderableType] = [legend(color)]
     for doc, recs in zip(documents, records, strict=True):
         parts += [Rule(Text(visible(doc.source)), align="left"), heatmap(doc.text, recs, color)]
