@@ -154,3 +154,22 @@ def test_tokens_table_has_a_legend_and_small_p_in_three_digits() -> None:
     for words in ("bits: −log₂ p", "rank: 1 +", "entropy:", "in nats", "context: tokens the model saw", "top choices:"):
         assert words in legend, words
     assert records[1].to_dict()["prob"] == pytest.approx(6.144212e-06, rel=1e-6)
+
+
+def test_position_plot_is_on_a_log_scale() -> None:
+    """Buckets of PPL 10, 100 and 1000 lie equally far apart, and the axis is labelled in powers of ten."""
+    import math
+
+    from gptloss_cli.render.html import _position_plot
+    from gptloss_cli.tasks.tokens import TokenRecord
+
+    ppl = [1e5, *([10.0, 100.0, 1000.0] * 7), 10.0, 100.0]  # 24 positions, one bucket each: the first a peak
+    records = [TokenRecord(i, i, i + 1, math.log(p), context=i) for i, p in enumerate(ppl)]
+    svg = _position_plot(records)
+    line = re.search(r'<polyline[^>]* points="([^"]+)"', svg)
+    assert line is not None
+    ys = [float(point.split(",")[1]) for point in line.group(1).split()]
+    assert ys[1] - ys[2] == pytest.approx(ys[2] - ys[3], abs=0.11)  # 10 -> 100 as far as 100 -> 1000
+    assert ys[2] - ys[3] == pytest.approx((ys[3] - ys[0]) / 2, abs=0.11)  # 1000 -> 1e5: two decades
+    assert "log scale" in svg and re.search(r">10</text>.*>100</text>.*>1000</text>.*>1e4</text>.*>1e5</text>", svg)
+    assert "<polygon" in svg

@@ -24,6 +24,7 @@ from .tokens import BITS_EDGES
 
 PLOT_POINTS = 1200  # most points drawn in the NLL plot (the maximum of each bucket of positions)
 PLOT_BUCKETS = 24  # buckets of context in the PPL-by-position plot
+LN10 = math.log(10)
 WORST = 20  # most surprising tokens listed per document
 CONTEXT_CHARS = 40
 
@@ -151,7 +152,8 @@ def _plot(records: Sequence[AnyRecord], width: int = 900, height: int = 160) -> 
 
 
 def _position_plot(records: Sequence[AnyRecord], width: int = 900, height: int = 180) -> str:
-    """PPL by context position: the tokens' mean NLL in buckets of context, as PPL with its 95% band."""
+    """PPL by context position: the tokens' mean NLL in buckets of context, as PPL with its 95% band, on a log
+    scale (the first bucket's PPL is often 1,000 times the rest's), with a line and a label at each power of 10."""
     tokens = [r for r in records if isinstance(r, TokenRecord)]
     if not tokens:
         return ""
@@ -160,27 +162,47 @@ def _position_plot(records: Sequence[AnyRecord], width: int = 900, height: int =
     nll = np.array([r.nll for r in tokens], dtype=np.float64)  # (n,)
     rows = [r for r in PositionBuckets.of(context, nll, bucket_width).rows() if r["tokens"]]
     mid = [(r["context_from"] + r["context_to"] - 1) / 2 for r in rows]
-    ppl = [r["perplexity"] or 0.0 for r in rows]
-    band = [r["perplexity_ci95"] or [p, p] for r, p in zip(rows, ppl, strict=True)]
-    top = max(max(b[1] for b in band), 1e-9)
-    right = max(mid[-1], 1.0)
+    log_ppl = [r["mean_nll"] / LN10 for r in rows]  # log10 PPL, finite where PPL itself overflows
+    band = [
+        [math.log10(v) for v in r["perplexity_ci95"]] if r["perplexity_ci95"] else [y, y]
+        for r, y in zip(rows, log_ppl, strict=True)
+    ]
+    bottom = math.floor(min(min(b[0] for b in band), min(log_ppl)))  # whole powers of 10 bound the axis
+    top = max(math.ceil(max(max(b[1] for b in band), max(log_ppl))), bottom + 1)
+    right, left = max(mid[-1], 1.0), 48
+
+    def y_of(y: float) -> float:
+        return height - 20 - (min(max(y, bottom), top) - bottom) / (top - bottom) * (height - 40)
 
     def xy(x: float, y: float) -> str:
-        return f"{8 + x / right * (width - 16):.1f},{height - 20 - min(y, top) / top * (height - 40):.1f}"
+        return f"{left + x / right * (width - left - 8):.1f},{y_of(y):.1f}"
 
-    line = " ".join(xy(x, y) for x, y in zip(mid, ppl, strict=True))
+    line = " ".join(xy(x, y) for x, y in zip(mid, log_ppl, strict=True))
     upper = [xy(x, b[1]) for x, b in zip(mid, band, strict=True)]
     lower = [xy(x, b[0]) for x, b in zip(mid[::-1], band[::-1], strict=True)]
     area = " ".join(upper + lower)
+    step = max(1, math.ceil((top - bottom) / 6))  # at most 7 lines
+    ticks = "".join(
+        f'<line x1="{left}" x2="{width - 8}" y1="{y_of(k):.1f}" y2="{y_of(k):.1f}" stroke="#e0e0e0"/>'
+        f'<text x="{left - 4}" y="{y_of(k) + 4:.1f}" font-size="11" text-anchor="end">{_power_of_ten(k)}</text>'
+        for k in range(bottom, top + 1, step)
+    )
+    highest = max(rows, key=lambda r: r["mean_nll"])
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="perplexity by context position"><polygon fill="#ef9a9a" fill-opacity="0.5" stroke="none" '
-        f'points="{area}"/><polyline fill="none" stroke="#b71c1c" stroke-width="1.5" points="{line}"/>'
-        f'<text x="4" y="14" font-size="12">PPL by context position (buckets of {bucket_width} tokens; band: 95% '
-        f"interval of the mean NLL) \u00b7 top {top:.3g}</text>"
+        f'aria-label="perplexity by context position, log scale">{ticks}<polygon fill="#ef9a9a" '
+        f'fill-opacity="0.5" stroke="none" points="{area}"/><polyline fill="none" stroke="#b71c1c" '
+        f'stroke-width="1.5" points="{line}"/><text x="{left}" y="14" font-size="12">PPL by context position, '
+        f"log scale (buckets of {bucket_width} tokens; band: 95% interval of the mean NLL) \u00b7 highest "
+        f"{num(highest['perplexity'], 1)} at context {highest['context_from']}\u2013{highest['context_to'] - 1}</text>"
         f'<text x="{width - 4}" y="{height - 4}" font-size="12" text-anchor="end">tokens of context \u2192 '
         f"{int(context.max())}</text></svg>"
     )
+
+
+def _power_of_ten(k: int) -> str:
+    """10**k as an axis label: 0.01, 1, 1000, then 1e4, 1e5, ..."""
+    return f"{10.0**k:g}" if -3 <= k <= 3 else f"1e{k}"
 
 
 def _worst(text: str, records: Sequence[AnyRecord], key: str) -> str:
