@@ -206,3 +206,34 @@ def test_sweep_refuses_bootstrap_and_shows_binoculars(tmp_path: Path, model_dirs
     one_line_error(run("compare", model, model, path, "-b", f"{model}@bfloat16", "--bootstrap", 10), "--bootstrap")
     shown = run("compare", model, model_dirs["gemma3"], path, "--binoculars")
     assert shown.exit_code == 0 and "Binoculars" in shown.stdout
+
+
+def test_across_tokenizers_every_number_of_the_table_is_per_word(pair, tmp_path: Path) -> None:
+    """Paired by word, the table shows each model's word PPL beside B/A (not per-token PPLs that count other
+    tokens), so B/A is the ratio of the two PPLs it stands beside; the HTML report says the same."""
+    import io
+
+    from rich.console import Console
+
+    from gptloss_cli.render.compare import compare_view
+    from gptloss_cli.render.compare_html import render_compare_report
+    from gptloss_cli.render.format import num
+
+    other = load_model(str(build_model_dir(tmp_path, "llama", seed=3, vocab_size=290)))
+    docs = [Document(TEXT, "one.txt"), Document("Zählt die Wörter, 42 Äpfel und 7 Birnen.", "two.txt")]
+    result = compare_documents(pair[0], other, docs, WindowSettings(max_length=128))
+    assert result.unit == "word"
+    out = io.StringIO()
+    Console(file=out, width=250, color_system=None).print(compare_view(result))
+    lines = out.getvalue().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["source"])
+    assert lines[at].split()[1:7] == ["word", "PPL", "A", "word", "PPL", "B"]
+    rows = [line.split() for line in lines[at + 1 : at + 4]]
+    assert [row[0] for row in rows] == ["one.txt", "two.txt", "total"]
+    for row in rows:
+        ppl_a, ppl_b, ratio = (float(x) for x in row[1:4])
+        assert ppl_b / ppl_a == pytest.approx(ratio, rel=2e-3), row
+    total = result.paired
+    assert total.llama_cpp is not None
+    assert rows[2][1] == num(math.exp(total.llama_cpp.ln_ppl_a), 2)  # exp(mean NLL per word) of A
+    assert "word PPL A" in render_compare_report(result)

@@ -24,13 +24,23 @@ def _label(model: ModelInfo) -> str:
     return f"{model.spec} · {model.dtype}"
 
 
+def word_ppl(paired: Paired, side: str) -> float | None:
+    """exp(mean NLL per paired word) of one model: across tokenizers, the PPL whose ratio B/A is."""
+    ratio = paired.llama_cpp
+    ln_ppl = None if ratio is None else ratio.ln_ppl_a if side == "a" else ratio.ln_ppl_b
+    return None if ln_ppl is None or ln_ppl > 700 else math.exp(ln_ppl)
+
+
 def _row(name: str, a: Totals, b: Totals, paired: Paired) -> list[str]:
+    """One row; across tokenizers (paired by word) every number is per word, so that B/A is the ratio of the
+    two PPLs beside it (each model's per-token PPL counts other tokens: it is in -f json)."""
     delta = "—" if paired.mean_delta_nll is None else f"{paired.mean_delta_nll:+.4f} ± {num(paired.stderr, 4)}"
+    by_word = paired.unit == "word"
     return [
         name,
-        num(a.perplexity, 2),
-        num(b.perplexity, 2),
-        num(paired.ppl_ratio, 4),  # per paired unit: per word when the tokenizers differ
+        num(word_ppl(paired, "a") if by_word else a.perplexity, 2),
+        num(word_ppl(paired, "b") if by_word else b.perplexity, 2),
+        num(paired.ppl_ratio, 4),
         delta,
         num(a.bits_per_byte, 4),
         num(b.bits_per_byte, 4),
@@ -38,17 +48,25 @@ def _row(name: str, a: Totals, b: Totals, paired: Paired) -> list[str]:
 
 
 def _table(result: CompareResult, width: int | None) -> Table:
+    unit = result.unit
+    caption = f"Δ NLL = B − A per {unit} (nats), ± paired standard error; B/A = exp(mean Δ NLL)"
+    if unit == "word":
+        caption += (
+            " = word PPL B / word PPL A; word PPL = exp(mean NLL of a word, its tokens' summed) over the words "
+            "both models scored; the tokenizers differ, so per-token PPLs (in -f json) count different tokens"
+        )
     table = Table(
         title=Text(f"A: {_label(result.a)}   B: {_label(result.b)}"),
-        caption=f"Δ NLL = B − A per {result.unit} (nats), ± paired standard error; B/A = exp(mean Δ NLL)",
+        caption=caption,
         caption_justify="left",
         box=None,
         pad_edge=False,
         show_footer=len(result.documents) > 1,
     )
     total_row = _row("total", result.totals("a"), result.totals("b"), result.paired)
+    ppl = "word PPL" if unit == "word" else "PPL"
     for header, foot in zip(
-        ["source", "PPL A", "PPL B", "B/A", "Δ NLL ± SE", "bpb A", "bpb B"], total_row, strict=True
+        ["source", f"{ppl} A", f"{ppl} B", "B/A", "Δ NLL ± SE", "bpb A", "bpb B"], total_row, strict=True
     ):
         left = header == "source"
         table.add_column(header, footer=Text(foot, style="bold"), justify="left" if left else "right", no_wrap=left)

@@ -14,6 +14,7 @@ import numpy as np
 from ..core.totals import Totals
 from ..tasks.compare_result import CompareResult, DocumentPair
 from ..tasks.compare_stats import Distribution, Paired
+from .compare import word_ppl
 from .format import num, visible
 from .html import CSS, escape, peak_line, shown
 
@@ -76,8 +77,14 @@ def render_compare_report(result: CompareResult) -> str:
 
 
 def _paired_line(ta: Totals, tb: Totals, p: Paired, dist: Distribution | None) -> str:
+    """Each model's PPL (per word across tokenizers, as the table: the B/A of the paired words), bits per byte,
+    the mean Δ NLL, and the distribution comparison when there is one."""
+    if p.unit == "word":
+        ppl = f"word PPL A {num(word_ppl(p, 'a'), 2)}, B {num(word_ppl(p, 'b'), 2)}, B/A {num(p.ppl_ratio, 4)}"
+    else:
+        ppl = f"PPL A {num(ta.perplexity, 2)}, B {num(tb.perplexity, 2)}"
     line = (
-        f"PPL A {num(ta.perplexity, 2)}, B {num(tb.perplexity, 2)} \u00b7 "
+        f"{ppl} \u00b7 "
         f"bits/byte A {num(ta.bits_per_byte, 4)}, B {num(tb.bits_per_byte, 4)} \u00b7 "
         f"mean \u0394 NLL {num(p.mean_delta_nll, 4)} \u00b1 {num(p.stderr, 4)} over {p.n} {p.unit}s"
     )
