@@ -14,8 +14,17 @@ class GptlossError(Exception):
         super().__init__(message)
         self.message = message
 
+    exit_code = 1
+
     def __str__(self) -> str:
         return self.message
+
+
+class UsageError(GptlossError):
+    """A command line that cannot work whatever the input: an option's value out of its range, or options that
+    do not go together. Shown like any GptlossError, but the exit code is 2, as for the parser's own errors."""
+
+    exit_code = 2
 
 
 def first_line(exc: BaseException, root: bool = False) -> str:

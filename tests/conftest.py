@@ -41,15 +41,20 @@ def run(*args: object, env: dict[str, str] | None = None) -> Any:
     return runner.invoke(app, [str(a) for a in args], env=env)
 
 
-def one_line_error(result: Any, *fragments: str) -> None:
+def one_line_error(result: Any, *fragments: str, code: int = 1) -> None:
     """A failed run that says why in one line on stderr (holding each fragment) and prints nothing else."""
-    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.exit_code == code, (result.stdout, result.stderr)
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gptloss: error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def usage_error(result: Any, *fragments: str) -> None:
+    """A command line that cannot work (an option's value, options that do not go together): one line, exit 2."""
+    one_line_error(result, *fragments, code=2)
 
 
 def labels_loss_sum(model: Any, ids: list[int]) -> tuple[float, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BATCH_RTOL, assert_totals_close, one_line_error, run
+from conftest import BATCH_RTOL, assert_totals_close, one_line_error, run, usage_error
 
 from gptloss_cli.core.analyses import smallest_mean
 from gptloss_cli.core.detection import auroc, tpr_at_fpr
@@ -226,8 +226,8 @@ def test_context_lengths_score_the_same_tokens_with_each_window(model_dirs, tmp_
         assert math.isclose(p["nll_sum"], math.fsum(late), rel_tol=BATCH_RTOL)
     table = run("score", path, "-m", model, "--context-lengths", "8,16")
     assert table.exit_code == 0 and "as the context grows" in table.stdout
-    one_line_error(run("score", path, "-m", model, "--context-lengths", "8", "--max-length", 8), "--max-length")
-    one_line_error(run("score", path, "-m", model, "--context-lengths", "x"), "--context-lengths")
+    usage_error(run("score", path, "-m", model, "--context-lengths", "8", "--max-length", 8), "--max-length")
+    usage_error(run("score", path, "-m", model, "--context-lengths", "x"), "--context-lengths")
     short = tmp_path / "short.txt"
     short.write_text(TEXTS[1], encoding="utf-8")
     one_line_error(run("score", short, "-m", model, "--context-lengths", "64"), "longer than 64")
@@ -242,7 +242,7 @@ def test_tokens_html_plots_ppl_by_context_position(model_dirs, tmp_path: Path) -
     common = ("tokens", path, "-m", model_dirs["llama"], "--max-length", 48, "--stride", 24)
     assert run(*common, "--html", page).exit_code == 0
     html = page.read_text(encoding="utf-8")
-    assert 'aria-label="perplexity by context position"' in html
+    assert 'aria-label="perplexity by context position, log scale"' in html
     line = re.search(r'<polyline fill="none" stroke="#b71c1c" stroke-width="1.5" points="([^"]+)"', html)
     band = re.search(r'<polygon [^>]*points="([^"]+)"', html)
     assert line and band

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TOTAL_KEYS, one_line_error, run
+from conftest import TOTAL_KEYS, one_line_error, run, usage_error
 
 
 @pytest.fixture
@@ -104,7 +104,8 @@ def test_bos_never(model_dirs, texts) -> None:
 def test_errors_bad_inputs(model_dirs, texts, tmp_path: Path) -> None:
     model = str(model_dirs["gpt2"])
     one_line_error(run("score", tmp_path / "nope.txt", "-m", model), "nope.txt", "no such file")
-    one_line_error(run("score", tmp_path, "-m", model), "is a directory")
+    (tmp_path / "empty").mkdir()
+    one_line_error(run("score", tmp_path / "empty", "-m", model), "no text files in")
     (tmp_path / "x.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     one_line_error(run("score", tmp_path / "x.bin", "-m", model), "x.bin", "binary", "offset 8")
     (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe")
@@ -141,7 +142,7 @@ def test_errors_bad_models(texts, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_errors_bad_settings(model_dirs, texts) -> None:
     model = str(model_dirs["gpt2"])
     one_line_error(run("score", texts["prose"], "-m", model, "--max-length", "4096"), "exceeds", "128")
-    one_line_error(run("score", texts["prose"], "-m", model, "--max-length", "8", "--stride", "9"), "stride")
+    usage_error(run("score", texts["prose"], "-m", model, "--max-length", "8", "--stride", "9"), "stride")
     one_line_error(run("score", texts["prose"], "-m", model, "--device", "cuda"), "cuda")
     assert run("score", texts["prose"], "--max-length", "1").exit_code == 2  # usage error: Typer's own
 

@@ -158,7 +158,7 @@ def test_cli_json_table_and_html(model_dirs, tmp_path: Path) -> None:
     args = ["compare", str(model_dirs["gpt2"]), str(model_dirs["llama"]), str(path)]
     result = run(*args, "--format", "json", "--html", report)
     assert result.exit_code == 0, result.stderr
-    assert result.stderr == ""
+    assert result.stderr == f"wrote {report}\n"
     data = json.loads(result.stdout)
     assert set(data) == {"schema", "a", "b", "settings", "documents", "paired", "distribution", "top_differences"}
     assert data["schema"] == "gptloss.compare/v1"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_model_dir, one_line_error, run
+from conftest import build_model_dir, one_line_error, run, usage_error
 
 from gptloss_cli.core.plan import WindowSettings
 from gptloss_cli.inputs.document import Document
@@ -203,7 +203,7 @@ def test_sweep_refuses_bootstrap_and_shows_binoculars(tmp_path: Path, model_dirs
     path = tmp_path / "t.txt"
     path.write_text(TEXT, encoding="utf-8")
     model = model_dirs["llama"]
-    one_line_error(run("compare", model, model, path, "-b", f"{model}@bfloat16", "--bootstrap", 10), "--bootstrap")
+    usage_error(run("compare", model, model, path, "-b", f"{model}@bfloat16", "--bootstrap", 10), "--bootstrap")
     shown = run("compare", model, model_dirs["gemma3"], path, "--binoculars")
     assert shown.exit_code == 0 and "Binoculars" in shown.stdout
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BATCH_RTOL, assert_totals_close, run
+from conftest import BATCH_RTOL, assert_totals_close, run, usage_error
 
 TEXTS = {
     "a.txt": "The cat sat on the mat. The dog sat on the log. " * 12,
@@ -157,8 +157,8 @@ def test_merge_names_what_is_missing_or_foreign(model_dirs, texts, tmp_path: Pat
     unfinished = tmp_path / "cut.jsonl"
     unfinished.write_text("\n".join(paths[1].read_text().splitlines()[:-1]) + "\n")
     one_line_error(run("merge", paths[0], unfinished), "is not finished")
-    one_line_error(run("score", *texts, "-m", model_dirs["llama"], "--shard", "3/3", "-o", paths[2]), "--shard 3/3")
-    one_line_error(run("score", *texts, "-m", model_dirs["llama"], "--shard", "0/3"), "--shard needs --output")
+    usage_error(run("score", *texts, "-m", model_dirs["llama"], "--shard", "3/3", "-o", paths[2]), "--shard 3/3")
+    usage_error(run("score", *texts, "-m", model_dirs["llama"], "--shard", "0/3"), "--shard needs --output")
 
 
 def test_a_run_stopped_under_two_ranks_resumes_under_one_and_three(model_dirs, texts, tmp_path: Path) -> None:

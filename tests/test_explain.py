@@ -171,7 +171,7 @@ def test_table_shows_each_step_and_reading() -> None:
 )
 def test_errors_are_one_line(args: list[str], message: str) -> None:
     result = run(*args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the numbers given do not make a distribution: a usage error
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gptloss: error: ") and message in lines[0], result.stderr
@@ -219,4 +219,4 @@ def test_text_table_and_nothing_to_score(model_dirs) -> None:
 
 def test_huge_target_weights_are_one_line() -> None:
     result = gptloss("explain", "--probs", "0.5,0.5", "--target", "1e308,1e308")
-    assert result.exit_code == 1 and "too large" in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 2 and "too large" in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gptloss_cli.errors import GptlossError
-from gptloss_cli.inputs.files import DecodeErrors, read_documents
+from gptloss_cli.inputs.files import DecodeErrors, FileSettings, read_documents
 
 
 def test_reads_files_in_order(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     ("name", "content", "message"),
     [
         ("missing.txt", None, "no such file"),
-        ("folder", "dir", "is a directory"),
+        ("folder", "dir", "no text files in"),
         ("blob.bin", b"PK\x03\x04\x00\x00binary", "binary file (NUL byte at offset 4)"),
         ("latin1.txt", "café".encode("latin-1"), "not valid utf-8 at byte offset 3 (byte 0xe9)"),
     ],
@@ -50,16 +50,16 @@ def test_bad_inputs(tmp_path: Path, name: str, content: object, message: str) ->
 def test_encoding_and_errors_options(tmp_path: Path) -> None:
     path = tmp_path / "latin1.txt"
     path.write_bytes("café".encode("latin-1"))
-    assert read_documents([str(path)], encoding="latin-1")[0].text == "café"
-    assert read_documents([str(path)], errors=DecodeErrors.replace)[0].text == "caf\ufffd"
+    assert read_documents([str(path)], FileSettings(encoding="latin-1"))[0].text == "café"
+    assert read_documents([str(path)], FileSettings(errors=DecodeErrors.replace))[0].text == "caf\ufffd"
     with pytest.raises(GptlossError, match="unknown encoding"):
-        read_documents([str(path)], encoding="no-such-codec")
+        read_documents([str(path)], FileSettings(encoding="no-such-codec"))
 
 
 def test_utf16_is_not_mistaken_for_binary(tmp_path: Path) -> None:
     path = tmp_path / "u16.txt"
     path.write_bytes("hello".encode("utf-16"))
-    assert read_documents([str(path)], encoding="utf-16")[0].text == "hello"
+    assert read_documents([str(path)], FileSettings(encoding="utf-16"))[0].text == "hello"
 
 
 def test_stdin_only_once() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_model_dir, one_line_error, run
+from conftest import build_model_dir, one_line_error, run, usage_error
 
 from gptloss_cli.core.plan import WindowSettings
 from gptloss_cli.core.protocols import Protocol, document_windows
@@ -219,8 +219,8 @@ def test_protocol_card_and_refusals(model_dirs, tmp_path: Path) -> None:
     assert card["name"] == "gptq" and card["bos"] == "none added" and card["window"] == 16
     assert card["tokens_scored"] + card["tokens_dropped"] == card["tokens"]
     assert card["tokens_scored"] == data["total"]["tokens_scored"] == card["windows"] * 15
-    one_line_error(run("score", path, "-m", model_dirs["llama"], "--protocol", "lm-eval", "--bos", "never"), "--bos")
-    one_line_error(run("score", path, "-m", model_dirs["llama"], "--protocol", "gptq", "--stride", 4), "--stride")
+    usage_error(run("score", path, "-m", model_dirs["llama"], "--protocol", "lm-eval", "--bos", "never"), "--bos")
+    usage_error(run("score", path, "-m", model_dirs["llama"], "--protocol", "gptq", "--stride", 4), "--stride")
     one_line_error(run("score", path, "-m", model_dirs["llama"], "--protocol", "llama.cpp"), "2 x n_ctx")
 
 
@@ -316,7 +316,7 @@ def test_presets_refuse_loss_masks_and_protocol_all_refuses_nothing_scored(model
     one_line_error(run("score", empty, "-m", model, "--protocol", "all"), "nothing was scored under any protocol")
     text = tmp_path / "t.txt"
     text.write_text(TEXT, encoding="utf-8")
-    one_line_error(run("score", text, "-m", model, "--protocol", "all", "--bootstrap", 10), "--bootstrap")
+    usage_error(run("score", text, "-m", model, "--protocol", "all", "--bootstrap", 10), "--bootstrap")
 
 
 def test_compare_under_a_preset_computes_nll_as_score_does(model_dirs, tmp_path: Path) -> None:

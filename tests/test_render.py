@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import one_line_error, run
+from conftest import run, usage_error
 from typer.testing import CliRunner
 
 from gptloss_cli.cli.app import Commands
@@ -122,7 +122,7 @@ def test_usage_errors_keep_exit_code_2() -> None:
 
 
 def test_dataset_option_without_dataset(model_dirs, long_names: list[Path]) -> None:
-    one_line_error(run("score", long_names[1], "--text-column", "body"), "--text-column needs --dataset")
+    usage_error(run("score", long_names[1], "--text-column", "body"), "--text-column needs --dataset")
 
 
 def test_tokens_table_has_a_legend_and_small_p_in_three_digits() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
-from ..errors import GptlossError
+from ..errors import UsageError
 from ..tasks.analyses import Analyses
 from .options import OptionGroup, panel_option
 
@@ -20,7 +20,7 @@ class AnalysisSettings:
 
 def _analyses(by_position: int | None, membership: bool, min_k: float, context_lengths: str | None) -> AnalysisSettings:
     if not 0 < min_k <= 1:
-        raise GptlossError(f"--min-k {min_k}: give a fraction in (0, 1], e.g. 0.2")
+        raise UsageError(f"--min-k {min_k}: give a fraction in (0, 1], e.g. 0.2")
     lengths: tuple[int, ...] = ()
     if context_lengths is not None:
         try:
@@ -28,7 +28,7 @@ def _analyses(by_position: int | None, membership: bool, min_k: float, context_l
         except ValueError:
             lengths = ()
         if not lengths or lengths[0] < 4:
-            raise GptlossError(f"--context-lengths {context_lengths}: give lengths of at least 4, e.g. 256,512,1024")
+            raise UsageError(f"--context-lengths {context_lengths}: give lengths of at least 4, e.g. 256,512,1024")
     return AnalysisSettings(Analyses(by_position, min_k if membership else None), lengths)
 
 

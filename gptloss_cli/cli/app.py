@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from .._version import __version__
@@ -29,15 +29,36 @@ if TYPE_CHECKING:
     from typer._click.core import Context as ClickContext  # typer vendors click
 
 
-class Commands(TyperGroup):
+class Flags:
+    """Help that shows a flag (--resume, --help) as taking no value: no `<bool>` placeholder beside it."""
+
+    def get_params(self, ctx: ClickContext) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(Flags, TyperCommand):
+    """A command of the app."""
+
+
+class Commands(Flags, TyperGroup):
     """Runs a command and translates what it raises, once for the whole app: a GptlossError (or any
-    unexpected error) becomes one line on stderr and exit 1; GPTLOSS_DEBUG=1 shows the traceback."""
+    unexpected error) becomes one line on stderr and exit 1 (2 for a UsageError); GPTLOSS_DEBUG=1 shows the
+    traceback. A reader that closed standard output (`| head`) ends the run quietly with 141, as `cat` does."""
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):  # exits, and usage errors (exit 2)
             raise
+        except BrokenPipeError:
+            if not stdout_closed():
+                raise
+            quiet_stdout()
+            raise typer.Exit(SIGPIPE_EXIT) from None
         except KeyboardInterrupt:
             if launched_rank() == 0:
                 print("gptloss: interrupted", file=sys.stderr)
@@ -50,13 +71,14 @@ class Commands(TyperGroup):
                 # Under a launcher every rank meets the same bad input, and a failure during the work reaches
                 # every rank (core.distributed): rank 0 says it once.
                 if rank != 0:
-                    raise typer.Exit(1) from None
-                message = str(exc)
+                    raise typer.Exit(exc.exit_code) from None
+                message, code = str(exc), exc.exit_code
             else:
                 where = f"rank {rank}: " if rank else ""
                 message = f"{where}unexpected error: {type(exc).__name__}: {exc} (GPTLOSS_DEBUG=1 shows the traceback)"
+                code = 1
             print(f"gptloss: error: {message}", file=sys.stderr)
-            raise typer.Exit(1) from None
+            raise typer.Exit(code) from None
 
 
 app = typer.Typer(
@@ -91,7 +113,7 @@ def help_text(command: Callable[..., Any]) -> str:
 
 
 for _command in (score, tokens, compare, merge, explain, models):
-    app.command(help=help_text(_command))(_command)
+    app.command(help=help_text(_command), cls=Command)(_command)
 
 
 def main() -> None:
@@ -106,7 +128,32 @@ def main() -> None:
         code = 1
     try:
         sys.stdout.flush()
+    except BrokenPipeError:  # the last lines met a closed pipe
+        code = code or SIGPIPE_EXIT
+    try:
         sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or 1
+    except OSError:
+        pass
     os._exit(code or 0)
+
+
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a writer that SIGPIPE ended (cat, grep | head)
+
+
+def stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
+        return False
+
+
+def quiet_stdout() -> None:
+    """Point standard output at /dev/null, so the lines still buffered for the closed pipe go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -10,14 +10,15 @@ import typer
 
 from ..core.plan import WindowSettings
 from ..core.totals import Bootstrap
-from ..errors import GptlossError
-from ..files import require_folder, write_atomic
+from ..errors import GptlossError, UsageError
+from ..files import Outputs, write_atomic
 from ..inputs.read import InputSettings
 from ..models.spec import Backend, Device, Dtype, LoadedModel, ModelRequest
-from .console import emit, load, progress
+from .console import emit, load, progress, wrote
 from .inputs import INPUTS
 from .options import (
     BACKEND_HELP,
+    REQUIRED,
     WINDOW,
     DeviceOpt,
     Format,
@@ -33,8 +34,12 @@ from .prepare import prepare, warn_all
 
 PAIR = OptionGroup(
     {
-        "model_a": Annotated[str, typer.Argument(help="Model A (the reference): any --model spec of score.")],
-        "model_b": Annotated[str, typer.Argument(help="Model B: compared against A (deltas are B - A).")],
+        "model_a": Annotated[
+            str, typer.Argument(metavar="MODEL_A", help="Model A (the reference): any --model spec of score.")
+        ],
+        "model_b": Annotated[
+            str, typer.Argument(metavar="MODEL_B", help="Model B: compared against A (deltas are B - A).")
+        ],
         "device": DeviceOpt,
         "dtype_a": Annotated[Dtype, typer.Option("--dtype-a", help="Model A's dtype (auto as in score).")],
         "dtype_b": Annotated[Dtype, typer.Option("--dtype-b", help="Model B's dtype.")],
@@ -47,6 +52,8 @@ PAIR = OptionGroup(
         ModelRequest(model_b, device, dtype_b, trust_remote_code, backend=backend_b),
     ),
     {
+        "model_a": REQUIRED,
+        "model_b": REQUIRED,
         "device": Device.auto,
         "dtype_a": Dtype.auto,
         "dtype_b": Dtype.auto,
@@ -113,15 +120,30 @@ def compare(
 
     Both models score the same text: a chat (--messages-column) is rendered with model A's template.
     """
-    if html is not None:
-        require_folder(html)
     if report.candidates:
         if html is not None or bootstrap is not None:
-            raise GptlossError("--html and --bootstrap go with one comparison: drop --candidate, or them")
+            raise UsageError("--html and --bootstrap go with one comparison: drop --candidate, or them")
         candidates = [models[1], *(candidate_request(c, models[1]) for c in report.candidates)]
-        compare_candidates(models[0], candidates, inputs, window, report, fmt is Format.json, output)
+        with Outputs(("--output", output)) as outputs:
+            compare_candidates(models[0], candidates, inputs, window, report, fmt is Format.json, output, outputs)
         return
-    (a, b), documents, world = prepare(inputs, models, window.bos)
+    with Outputs(("--output", output), ("--html", html)) as outputs:
+        compare_pair(models, fmt, html, output, inputs, window, bootstrap, report, outputs)
+
+
+def compare_pair(
+    models: tuple[ModelRequest, ModelRequest],
+    fmt: Format,
+    html: Path | None,
+    output: Path | None,
+    inputs: InputSettings,
+    window: WindowSettings,
+    bootstrap: Bootstrap | None,
+    report: Report,
+    outputs: Outputs,
+) -> None:
+    """Model B against model A: a table or JSON, and the HTML report."""
+    (a, b), documents, world = prepare(inputs, models, window.bos, outputs)
     if a.info.device != b.info.device:
         raise GptlossError(f"the models ended up on different devices ({a.info.device}, {b.info.device})")
     from ..render.compare import compare_view
@@ -145,12 +167,13 @@ def compare(
     emit(to_json(result.to_dict()) if fmt is Format.json else compare_view(result), output)
     if html is not None and world.leader:
         write_atomic(html, render_compare_report(result))
+        wrote(html)
 
 
 def candidate_request(text: str, like: ModelRequest) -> ModelRequest:
     """SPEC or SPEC@DTYPE as a model request on B's device, with B's dtype unless one is given."""
     if not text.strip("@"):
-        raise GptlossError(f"--candidate {text!r}: give a model spec, optionally with @DTYPE")
+        raise UsageError(f"--candidate {text!r}: give a model spec, optionally with @DTYPE")
     spec, at, dtype = text.rpartition("@")
     if at and dtype in {d.value for d in Dtype} and not Path(text).expanduser().exists():
         return replace(like, spec=spec, dtype=Dtype(dtype))
@@ -165,6 +188,7 @@ def compare_candidates(
     report: Report,
     json: bool,
     output: Path | None,
+    outputs: Outputs,
 ) -> None:
     """Each candidate against one base, a row each: the base's pass runs once (its head inputs are kept
     when the candidates share its tokenizer) and one candidate is loaded at a time."""
@@ -176,7 +200,7 @@ def compare_candidates(
     from ..tasks.compare import compare_documents
     from ..tasks.compare_result import CompareResult, FailedCandidate
 
-    (a, first), documents, world = prepare(inputs, [base, candidates[0]], window.bos)
+    (a, first), documents, world = prepare(inputs, [base, candidates[0]], window.bos, outputs)
     pending, cache = [first], HeadCache()
     b: LoadedModel | None = None
     results: list[CompareResult | FailedCandidate] = []

@@ -129,8 +129,9 @@ def progress(label: str) -> Iterator[Bar]:
         yield Bar(bar, bar.add_task(label, total=None, docs=0, documents=0))
 
 
-def emit(content: RenderableType | str, output: Path | None) -> None:
-    """Print to stdout, or write the whole result to `output` atomically (tables 120 columns wide)."""
+def emit(content: RenderableType | str, output: Path | None, summary: str = "") -> None:
+    """Print to stdout, or write the whole result to `output` atomically (tables 120 columns wide) and say so
+    on stderr (with `summary` after the file's name)."""
     if not leader():
         return
     if output is None:
@@ -145,6 +146,12 @@ def emit(content: RenderableType | str, output: Path | None) -> None:
         content = buffer.getvalue()
     with atomic_file(output) as handle:
         handle.write(content)
+    wrote(output, summary)
+
+
+def wrote(path: Path, summary: str = "") -> None:
+    """Say on stderr that a file was written (and what it holds)."""
+    note(f"wrote {path}" + (f": {summary}" if summary else ""))
 
 
 @contextmanager
@@ -159,6 +166,7 @@ def open_output(path: Path | None) -> Iterator[IO[str]]:
         return
     with atomic_file(path) as handle:
         yield handle
+    wrote(path)
 
 
 def color_terminal() -> bool:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from ..core.plan import WindowSettings
 from ..core.windows import BosPolicy
-from ..errors import GptlossError
+from ..errors import UsageError
 from ..models.spec import ModelRequest
 from .console import emit, load
 from .options import MODEL, BosOpt, Format, FormatOpt, MaybeText, TopKOpt, grouped, text_option
@@ -37,7 +37,7 @@ def explain(
     """
     given = [name for name, value in (("--probs", probs), ("--logits", logits), ("--text", text)) if value is not None]
     if len(given) != 1:
-        raise GptlossError(
+        raise UsageError(
             "give exactly one of --probs, --logits or --text" + (f" (got {' and '.join(given)})" if given else "")
         )
     from ..render.explain import explanation_view, positions_table
@@ -45,14 +45,14 @@ def explain(
 
     if text is not None:
         if target is not None:
-            raise GptlossError("--target goes with --probs or --logits; with --text each next token is the target")
+            raise UsageError("--target goes with --probs or --logits; with --text each next token is the target")
         from ..tasks.explain_text import explain_text
 
         positions = explain_text(load(model), text, WindowSettings(bos=bos), top_k)
         emit(to_json(positions.to_dict()) if fmt is Format.json else positions_table(positions, top_k), None)
         return
     if target is None:
-        raise GptlossError(f"{given[0]} needs --target: a class index (2) or one weight per class (0,0,1)")
+        raise UsageError(f"{given[0]} needs --target: a class index (2) or one weight per class (0,0,1)")
     from ..tasks.explain import Explanation, parse_numbers, parse_target
 
     values = parse_numbers(probs or logits or "", given[0])

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import GptlossError
+from ..errors import UsageError
 from ..inputs.dataset import DatasetOptions
-from ..inputs.files import DecodeErrors
+from ..inputs.files import MAX_BYTES, DecodeErrors, FileSettings
 from ..inputs.read import InputSettings
 from .options import OptionGroup
 
@@ -24,10 +24,32 @@ def _text(help: str, **kwargs: Any) -> Any:
 _FILE_PARAMS: dict[str, Any] = {
     "paths": Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="Text files to score; - reads standard input.", show_default=False),
+        typer.Argument(
+            metavar="[PATH]...",
+            help="Text files, or folders of them (their text files, recursively, in sorted order; hidden and binary "
+            "files skipped); - reads standard input.",
+            show_default=False,
+        ),
+    ],
+    "glob": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            metavar="PATTERN",
+            help="In folders, read only the files whose name matches (*.txt), or with a / whose path within the "
+            "folder matches (books/*.md).",
+            show_default=False,
+        ),
     ],
     "encoding": Annotated[str, typer.Option(help="Encoding of the input files.")],
     "errors": Annotated[DecodeErrors, typer.Option(help="What to do with bytes that do not decode.")],
+    "max_bytes": Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="The largest text read from one file or standard input (a dataset: one JSONL line); a longer one "
+            "is refused before the model loads.",
+        ),
+    ],
 }
 _DATASET_PARAMS: dict[str, Any] = {
     "dataset": _text(
@@ -83,7 +105,7 @@ def _dataset(given: dict[str, Any]) -> DatasetOptions | None:
         used = [n for n, v in given.items() if v not in (None, False)]
         if used or template is not None:
             flag = "--" + (used[0] if used else "chat_template").replace("_", "-")
-            raise GptlossError(f"{flag} needs --dataset")
+            raise UsageError(f"{flag} needs --dataset")
         return None
     roles = given.pop("score_roles")
     return DatasetOptions(
@@ -94,12 +116,23 @@ def _dataset(given: dict[str, Any]) -> DatasetOptions | None:
     )
 
 
-def _build(paths: list[str] | None, encoding: str, errors: DecodeErrors, **dataset: Any) -> InputSettings:
-    return InputSettings(tuple(paths or ()), encoding, errors, _dataset(dataset))
+def _build(
+    paths: list[str] | None, glob: str | None, encoding: str, errors: DecodeErrors, max_bytes: int, **dataset: Any
+) -> InputSettings:
+    if glob is not None and dataset["dataset"] is not None:
+        raise UsageError("--glob picks files in folders given as paths, not in a --dataset")
+    files = FileSettings(encoding, errors, max_bytes, glob)
+    return InputSettings(tuple(paths or ()), files, _dataset(dataset))
 
 
 INPUTS = OptionGroup(
     {**_FILE_PARAMS, **_DATASET_PARAMS},
     _build,
-    {"encoding": "utf-8", "errors": DecodeErrors.strict, "streaming": False, "skip_bad_records": False},
+    {
+        "encoding": "utf-8",
+        "errors": DecodeErrors.strict,
+        "max_bytes": MAX_BYTES,
+        "streaming": False,
+        "skip_bad_records": False,
+    },
 )

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import GptlossError
-from ..files import require_folder
-from .console import emit, note
+from ..errors import UsageError
+from ..files import Outputs
+from .console import emit
 from .options import OutputOpt, ScoreFormat, format_option
 
 FilesArg = Annotated[
@@ -31,27 +31,21 @@ def merge(files: FilesArg, fmt: MergeFormatOpt = None, output: OutputOpt = None)
     The files must be one job's (same model, settings, protocol and input) and hold every shard once, each
     finished; what is missing or does not belong is named.
     """
-    if output is not None:
-        require_folder(output)
-        if output.resolve() in {f.resolve() for f in files}:
-            raise GptlossError(f"{output}: is one of the files to merge; give another --output")
     suffix = "" if output is None else output.suffix.lower()
     fmt = fmt or {".json": ScoreFormat.json, ".jsonl": ScoreFormat.jsonl}.get(suffix, ScoreFormat.jsonl)
     if fmt is ScoreFormat.table:
-        raise GptlossError("merge writes jsonl or json; score the files' documents again for a table")
+        raise UsageError("merge writes jsonl or json; score the files' documents again for a table")
     from ..render.format import json_line, to_json
     from ..tasks.merge import merge_runs
 
-    merged = merge_runs(files)
-    if fmt is ScoreFormat.json:
-        emit(to_json(merged.to_dict()), output)
-    else:
-        emit("".join(json_line(x) for x in merged.run_lines()), output)
-    total = merged.total.totals
-    if output is not None:
-        note(
-            f"wrote {output}: {merged.total.documents} documents, {total.tokens_scored:,} tokens, "
-            f"perplexity {total.perplexity:.4g}"
-            if total.perplexity is not None
-            else f"wrote {output}"
-        )
+    with Outputs(("--output", output)) as outputs:
+        outputs.take([str(f) for f in files])
+        merged = merge_runs(files)
+        total = merged.total.totals
+        summary = f"{merged.total.documents} documents, {total.tokens_scored:,} tokens"
+        if total.perplexity is not None:
+            summary += f", perplexity {total.perplexity:.4g}"
+        if fmt is ScoreFormat.json:
+            emit(to_json(merged.to_dict()), output, summary)
+        else:
+            emit("".join(json_line(x) for x in merged.run_lines()), output, summary)

@@ -47,9 +47,13 @@ class Unit(str, Enum):
     word = "word"
 
 
+REQUIRED = inspect.Parameter.empty  # an OptionGroup default: the parameter must be given (a missing argument)
+
+
 @dataclass(frozen=True)
 class OptionGroup:
-    """Options declared once and given to a command as one object, built from their values by `build`."""
+    """Options declared once and given to a command as one object, built from their values by `build`.
+    A parameter missing from `defaults` defaults to None; one whose default is REQUIRED must be given."""
 
     params: dict[str, Any]  # parameter name -> Annotated[type, typer.Option(...) or typer.Argument(...)]
     build: Callable[..., Any]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..core.distributed import World, world_from_environment
 from ..core.windows import BosPolicy
 from ..errors import GptlossError
+from ..files import Outputs
 from ..inputs.document import Document
 from ..inputs.read import InputSettings, read_inputs
 from ..models.loader import resolve_device
@@ -24,12 +26,13 @@ def join(request: ModelRequest) -> World:
 
 
 def prepare(
-    inputs: InputSettings, requests: Sequence[ModelRequest], bos: BosPolicy
+    inputs: InputSettings, requests: Sequence[ModelRequest], bos: BosPolicy, outputs: Outputs
 ) -> tuple[list[LoadedModel], list[Document], World]:
-    """The input read first (bad input fails before a model loads), then the models, then the documents
-    (chats rendered with the first model's template). With several ranks, each rank's failure stops all of
-    them, and on each machine the first rank loads first (a GGUF file is converted once, then read from the
-    cache by the others)."""
+    """The input read first and the outputs claimed (bad input, an output that would overwrite an input or
+    cannot be written fail before a model loads), then the models, then the documents (chats rendered with the
+    first model's template). With several ranks, each rank's failure stops all of them, only the first writes
+    (and claims the outputs), and on each machine the first rank loads first (a GGUF file is converted once,
+    then read from the cache by the others)."""
     if any(r.device_map for r in requests) and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
         raise GptlossError(
             "--device-map auto spreads one model over this machine's GPUs: run one rank per machine "
@@ -39,6 +42,8 @@ def prepare(
     error: Exception | None = None
     try:
         found = read_inputs(inputs)
+        if world.leader:
+            outputs.take([*found.read, *(f for r in requests for f in model_files(r.spec))])
         for message in found.warnings:
             warn(message)
         loaded = [load(request) for request in requests] if world.local_rank == 0 else []
@@ -54,6 +59,14 @@ def prepare(
     for message in warnings:
         warn(message)
     return loaded, documents, world
+
+
+def model_files(spec: str) -> list[str]:
+    """The files of a model given by path (a file, or a model folder's files), which no output may overwrite."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return [str(p) for p in sorted(path.iterdir()) if p.is_file()]
+    return [str(path)] if path.is_file() else []
 
 
 def warn_all(messages: Sequence[str]) -> None:

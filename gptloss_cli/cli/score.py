@@ -11,13 +11,13 @@ import typer
 from ..core.distributed import Shard
 from ..core.plan import WindowSettings
 from ..core.totals import Bootstrap
-from ..errors import GptlossError
-from ..files import require_folder
+from ..errors import GptlossError, UsageError
+from ..files import Outputs
 from ..inputs.document import documents_digest
 from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
 from .analysis import ANALYSES, AnalysisSettings
-from .console import emit, progress
+from .console import emit, progress, wrote
 from .inputs import INPUTS
 from .options import (
     EVERY_WINDOW,
@@ -94,15 +94,31 @@ def score(
     scores the text under each preset and shows side by side why their numbers differ.
     """
     fmt = fmt or score_format(output)
-    resume, share = run_file
     check_combination(fmt, output, run_file, analyses, window, bootstrap)
-    if analyses.context_lengths:
-        context_curve_command(inputs, model, window[0], analyses.context_lengths, fmt is ScoreFormat.json, output)
-        return
-    if len(window) > 1:
-        compare_protocols(inputs, model, window, fmt is ScoreFormat.json, output)
-        return
-    [loaded], documents, world = prepare(inputs, [model], window[0].bos)
+    with Outputs(("--output", output)) as outputs:
+        if analyses.context_lengths:
+            lengths = analyses.context_lengths
+            context_curve_command(inputs, model, window[0], lengths, fmt is ScoreFormat.json, output, outputs)
+        elif len(window) > 1:
+            compare_protocols(inputs, model, window, fmt is ScoreFormat.json, output, outputs)
+        else:
+            score_run(fmt, output, inputs, model, window[0], analyses, bootstrap, run_file, outputs)
+
+
+def score_run(
+    fmt: ScoreFormat,
+    output: Path | None,
+    inputs: InputSettings,
+    model: ModelRequest,
+    window: WindowSettings,
+    analyses: AnalysisSettings,
+    bootstrap: Bootstrap | None,
+    run_file: tuple[bool, Shard | None],
+    outputs: Outputs,
+) -> None:
+    """One scoring run: a table, JSON, or a run file written as documents finish."""
+    resume, share = run_file
+    [loaded], documents, world = prepare(inputs, [model], window.bos, outputs)
     from rich.console import Group
 
     from ..render.analyses import analyses_view
@@ -113,7 +129,7 @@ def score(
     from ..tasks.runfile import run_jsonl
     from ..tasks.score import ScoreRun
 
-    run = ScoreRun(loaded, documents, window[0], world, share, analyses.analyses)
+    run = ScoreRun(loaded, documents, window, world, share, analyses.analyses)
     run.require_tokens(inputs.dataset)
     described = {**inputs.describe(documents), "sha256": documents_digest(documents)}  # --resume checks it
     with progress("scoring") as bar:
@@ -129,6 +145,7 @@ def score(
         emit(Group(score_table(result), *analyses_view(result)), output)
     elif output is not None:  # the lines went to the file: the table to the terminal
         emit(Group(score_table(result), *analyses_view(result)), None)
+        wrote(output, f"{len(result.documents)} documents")
 
 
 def check_combination(
@@ -142,34 +159,37 @@ def check_combination(
     """One line for options that do not go together, before anything is read or loaded."""
     resume, share = run_file
     if resume and (output is None or fmt is not ScoreFormat.jsonl):
-        raise GptlossError("--resume needs --output FILE with -f jsonl (a .jsonl file)")
+        raise UsageError("--resume needs --output FILE with -f jsonl (a .jsonl file)")
     if share is not None and (output is None or fmt is not ScoreFormat.jsonl):
-        raise GptlossError("--shard needs --output FILE with -f jsonl (a .jsonl run file, for gptloss merge)")
-    if output is not None:
-        require_folder(output)
+        raise UsageError("--shard needs --output FILE with -f jsonl (a .jsonl run file, for gptloss merge)")
     asked = analyses.analyses.to_dict() is not None
     if (analyses.context_lengths or len(window) > 1) and (asked or bootstrap is not None):
-        raise GptlossError(
+        raise UsageError(
             "--by-position, --membership and --bootstrap go with one scoring run, not --context-lengths or "
             "--protocol all"
         )
     if analyses.context_lengths:
         if fmt is ScoreFormat.jsonl or share is not None or len(window) > 1:
-            raise GptlossError("--context-lengths gives one table (or -f json): no run file, shard or --protocol")
+            raise UsageError("--context-lengths gives one table (or -f json): no run file, shard or --protocol")
         if window[0].max_length is not None or window[0].stride is not None:
-            raise GptlossError("--context-lengths sets the windows itself: drop --max-length and --stride")
+            raise UsageError("--context-lengths sets the windows itself: drop --max-length and --stride")
     if len(window) > 1:
         if fmt is ScoreFormat.jsonl:
-            raise GptlossError("--protocol all gives one table (or -f json), not a run file")
+            raise UsageError("--protocol all gives one table (or -f json), not a run file")
         if bootstrap is not None:
-            raise GptlossError("--bootstrap gives one protocol's interval: use it with one --protocol, not all")
+            raise UsageError("--bootstrap gives one protocol's interval: use it with one --protocol, not all")
 
 
 def compare_protocols(
-    inputs: InputSettings, model: ModelRequest, presets: tuple[WindowSettings, ...], json: bool, output: Path | None
+    inputs: InputSettings,
+    model: ModelRequest,
+    presets: tuple[WindowSettings, ...],
+    json: bool,
+    output: Path | None,
+    outputs: Outputs,
 ) -> None:
     """The same model and text under each preset: the protocols' totals side by side."""
-    [loaded], documents, world = prepare(inputs, [model], presets[0].bos)
+    [loaded], documents, world = prepare(inputs, [model], presets[0].bos, outputs)
     from ..render.format import to_json
     from ..render.protocols import protocols_json, protocols_table
     from ..tasks.protocol_runs import score_presets
@@ -189,9 +209,10 @@ def context_curve_command(
     lengths: tuple[int, ...],
     json: bool,
     output: Path | None,
+    outputs: Outputs,
 ) -> None:
     """The same tokens scored with windows of each length: PPL as the context grows."""
-    [loaded], documents, world = prepare(inputs, [model], window.bos)
+    [loaded], documents, world = prepare(inputs, [model], window.bos, outputs)
     from ..render.context_curve import curve_table
     from ..render.format import to_json
     from ..tasks.context_curve import context_curve

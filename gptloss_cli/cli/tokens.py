@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..core.plan import WindowSettings
-from ..files import require_folder, write_atomic
+from ..files import Outputs, write_atomic
 from ..inputs.read import InputSettings
 from ..models.spec import ModelRequest
-from .console import Bar, color_terminal, emit, note, open_output, progress
+from .console import Bar, color_terminal, emit, open_output, progress, wrote
 from .inputs import INPUTS
 from .options import PLACED_MODEL, WINDOW, HtmlOpt, OutputOpt, TokenFormat, TopKOpt, Unit, format_option, grouped
 from .prepare import prepare, warn_all
@@ -46,9 +47,23 @@ def tokens(
     Records give character offsets into the text (text\\[start:end] == token). jsonl and csv are written as the
     windows are scored, so memory stays flat on long texts.
     """
-    if html is not None:
-        require_folder(html)
-    [loaded], documents, world = prepare(inputs, [model], window.bos)
+    with Outputs(("--output", output), ("--html", html)) as outputs:
+        tokens_run(fmt, top_k, unit, html, output, inputs, model, window, outputs)
+
+
+def tokens_run(
+    fmt: TokenFormat | None,
+    top_k: int,
+    unit: Unit,
+    html: Path | None,
+    output: Path | None,
+    inputs: InputSettings,
+    model: ModelRequest,
+    window: WindowSettings,
+    outputs: Outputs,
+) -> None:
+    """Score the records and write them: streamed (jsonl, csv), or collected for a table, JSON or HTML."""
+    [loaded], documents, world = prepare(inputs, [model], window.bos, outputs)
     from ..render.html import render_report
     from ..render.tokens import tokens_json, tokens_view
     from ..tasks.documents import unscored
@@ -79,8 +94,7 @@ def tokens(
             (d.source, d.text, r, t) for d, r, t in zip(documents, collected, run.totals, strict=True) if t is not None
         ]
         write_atomic(html, render_report(run.header(), pages))
-        if fmt is None:
-            note(f"wrote {html}")
+        wrote(html)
 
 
 def _stream(run: TokenRun, fmt: TokenFormat, out: IO[str], keep: list[list[AnyRecord]] | None, bar: Bar) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GptlossError
+from ..errors import GptlossError, UsageError
 
 
 class RankFailed(GptlossError):
@@ -193,7 +193,7 @@ class Shard:
         except ValueError:
             shard = None
         if not slash or shard is None or not 0 <= shard.index < shard.count:
-            raise GptlossError(f"--shard {text}: give I/N with 0 <= I < N, e.g. 0/4")
+            raise UsageError(f"--shard {text}: give I/N with 0 <= I < N, e.g. 0/4")
         return shard
 
     def documents(self, sizes: Sequence[int]) -> frozenset[int]:

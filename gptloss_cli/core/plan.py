@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import GptlossError
+from ..errors import GptlossError, UsageError
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
 from ..models.tokenizer import Tokenizer
@@ -78,9 +78,9 @@ def model_context(model: Any) -> int | None:
 def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
     protocol = settings.protocol
     if protocol is not Protocol.gptloss and settings.bos is not BosPolicy.auto:
-        raise GptlossError(f"--bos {settings.bos.value}: the {protocol.value} protocol fixes where BOS goes")
+        raise UsageError(f"--bos {settings.bos.value}: the {protocol.value} protocol fixes where BOS goes")
     if protocol in FIXED_STRIDE and settings.stride is not None:
-        raise GptlossError(f"--stride: the {protocol.value} protocol fixes how its windows advance")
+        raise UsageError(f"--stride: the {protocol.value} protocol fixes how its windows advance")
     context = model_context(loaded.model)
     default = min(context or DEFAULT_CONTEXT_CAP, DEFAULT_LENGTH.get(protocol, DEFAULT_CONTEXT_CAP))
     if protocol is Protocol.lm_eval:
@@ -90,7 +90,7 @@ def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
         raise GptlossError(f"--max-length {max_length} exceeds this model's context of {context} tokens")
     stride = settings.stride or max_length
     if stride > max_length:
-        raise GptlossError(f"--stride {stride} is larger than --max-length {max_length}")
+        raise UsageError(f"--stride {stride} is larger than --max-length {max_length}")
     tokenizer = loaded.tokenizer
     bos_id = resolve_bos(tokenizer, settings.bos)
     common = (max_length, stride, settings.bos.value)

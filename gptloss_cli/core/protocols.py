@@ -26,7 +26,7 @@ from enum import Enum
 
 import numpy as np
 
-from ..errors import GptlossError
+from ..errors import UsageError
 from .windows import Window, plan_windows
 
 
@@ -63,7 +63,7 @@ def llama_cpp_windows(doc: int, n: int, length: int, bos: int | None) -> list[Wi
     """llama-perplexity's chunks: the tail that does not fill a chunk is dropped; with a BOS token the chunk's
     first token is replaced by it; the first half is context only."""
     if length < 4 or length % 2:
-        raise GptlossError(f"--max-length {length}: llama.cpp's protocol needs an even n_ctx of at least 4")
+        raise UsageError(f"--max-length {length}: llama.cpp's protocol needs an even n_ctx of at least 4")
     first = length // 2
     windows = []
     for i in range(n // length):

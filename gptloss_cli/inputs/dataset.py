@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import GptlossError, first_line
+from ..errors import GptlossError, UsageError, first_line
 from ..models.hub import hub_reachable
 from .document import Document
 from .fields import BadRecord, check_unicode, parse_label, parse_messages, parse_spans
+from .files import TEXT, FileSettings
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 BUILDERS = {".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
@@ -67,15 +68,15 @@ class DatasetOptions:
     def check(self) -> None:
         """One clear line for options that do not go together."""
         if bool(self.prompt_column) != bool(self.completion_column):
-            raise GptlossError("--prompt-column and --completion-column go together")
+            raise UsageError("--prompt-column and --completion-column go together")
         if self.messages_column and (self.prompt_column or self.text_column):
-            raise GptlossError("--messages-column cannot be combined with --text-column or --prompt-column")
+            raise UsageError("--messages-column cannot be combined with --text-column or --prompt-column")
         if self.prompt_column and self.text_column:
-            raise GptlossError("--text-column cannot be combined with --prompt-column/--completion-column")
+            raise UsageError("--text-column cannot be combined with --prompt-column/--completion-column")
         if self.span_column and self.mode != "text":
-            raise GptlossError("--span-column applies to --text-column only")
+            raise UsageError("--span-column applies to --text-column only")
         if self.score_roles is not None and self.mode != "messages":
-            raise GptlossError("--score-roles applies to --messages-column only")
+            raise UsageError("--score-roles applies to --messages-column only")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -111,16 +112,17 @@ class DatasetInput:
     first_problem: str | None = None
 
 
-def read_dataset(options: DatasetOptions, encoding: str = "utf-8", errors: str = "strict") -> DatasetInput:
+def read_dataset(options: DatasetOptions, files: FileSettings = TEXT) -> DatasetInput:
     """Read and check the records of a dataset (the chats are rendered later, with the model's template)."""
     options.check()
     if options.limit is not None and options.limit < 1:
-        raise GptlossError("--limit must be at least 1")
+        raise UsageError("--limit must be at least 1")
     path = Path(options.name).expanduser()
+    encoding, errors = files.encoding, files.errors.value
     if path.is_file() and path.suffix.lower() in JSONL_SUFFIXES:
         if options.split not in (None, "train"):
             raise GptlossError(f"{path.name}: a single file has one split, train; --split {options.split} is not one")
-        rows = _jsonl_rows(path, encoding, errors)
+        rows = _jsonl_rows(path, encoding, errors, files.max_bytes)
     else:
         rows = _dataset_rows(options, path, encoding, errors)
     found = DatasetInput([])
@@ -175,14 +177,25 @@ def _item(row: dict[str, Any], where: str, options: DatasetOptions) -> Document 
     return Document(text, where, parse_spans(column(options.span_column, list), len(text), where))
 
 
-def _jsonl_rows(path: Path, encoding: str, errors: str) -> Iterator[tuple[str, dict[str, Any] | BadRecord]]:
+def dataset_files(path: Path) -> list[str]:
+    """The local files a dataset is read from: the file, or every file in the folder (none for a hub id)."""
+    if path.is_dir():
+        return sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+    return [str(path)] if path.exists() else []
+
+
+def _jsonl_rows(
+    path: Path, encoding: str, errors: str, max_bytes: int
+) -> Iterator[tuple[str, dict[str, Any] | BadRecord]]:
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise GptlossError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     with handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(iter(lambda: handle.readline(max_bytes + 1), b""), start=1):
             where = f"{path.name}:{number}"
+            if len(raw) > max_bytes:  # a line is read no further than the limit: memory stays bounded
+                raise GptlossError(f"{path.name} line {number}: longer than --max-bytes {max_bytes:,} bytes")
             if not raw.strip():
                 continue
             try:

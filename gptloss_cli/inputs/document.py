@@ -25,8 +25,9 @@ class Document:
 
 
 def documents_digest(documents: Sequence[Document]) -> str:
-    """sha256 of the documents' sources, texts and spans: a resumed run must score the same ones."""
+    """sha256 of the documents' texts, scored spans and labels, in order: a resumed run must score the same
+    ones. Not of their sources: the same file named another way (./a.txt, its absolute path) is the same data."""
     digest = hashlib.sha256()
     for doc in documents:
-        digest.update(json.dumps([doc.source, doc.text, doc.spans], ensure_ascii=False).encode("utf-8") + b"\n")
+        digest.update(json.dumps([doc.text, doc.spans, doc.label], ensure_ascii=False).encode("utf-8") + b"\n")
     return digest.hexdigest()

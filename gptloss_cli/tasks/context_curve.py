@@ -18,7 +18,7 @@ from ..core.distributed import SOLO, World
 from ..core.plan import WindowSettings
 from ..core.protocols import Protocol
 from ..core.totals import Totals
-from ..errors import GptlossError
+from ..errors import GptlossError, UsageError
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
 from .job import QUIET, Tracker, settings_dict
@@ -67,7 +67,7 @@ def context_curve(
 ) -> ContextCurve:
     """The curve over `lengths` (ascending); `settings` gives everything but the windows."""
     if settings.protocol is not Protocol.gptloss:
-        raise GptlossError("--context-lengths lays out its own windows: use it without --protocol")
+        raise UsageError("--context-lengths lays out its own windows: use it without --protocol")
     skip = max(lengths)
     points, plan = [], None
     for length in lengths:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GptlossError
+from ..errors import UsageError
 
 SCHEMA = "gptloss.explain/v1"
 SUM_TOLERANCE = 1e-6  # how far probabilities may sum from 1
@@ -29,9 +29,9 @@ def parse_numbers(text: str, flag: str) -> np.ndarray:
             value = float(item)
         except ValueError:
             shown = repr(item) if item else "an empty item"
-            raise GptlossError(f"{flag}: {shown} is not a number (give comma-separated numbers: 0.1,0.3,0.6)") from None
+            raise UsageError(f"{flag}: {shown} is not a number (give comma-separated numbers: 0.1,0.3,0.6)") from None
         if not math.isfinite(value):
-            raise GptlossError(f"{flag}: {item} is not a finite number")
+            raise UsageError(f"{flag}: {item} is not a finite number")
         values.append(value)
     return np.array(values, dtype=np.float64)
 
@@ -40,10 +40,10 @@ def check_probs(probs: np.ndarray) -> None:
     """Refuse a negative probability or a sum further than SUM_TOLERANCE from 1."""
     for i, p in enumerate(probs.tolist()):
         if p < 0:
-            raise GptlossError(f"--probs: class {i} is {p:g}; a probability cannot be negative")
+            raise UsageError(f"--probs: class {i} is {p:g}; a probability cannot be negative")
     total = math.fsum(probs.tolist())
     if abs(total - 1) > SUM_TOLERANCE:
-        raise GptlossError(
+        raise UsageError(
             f"--probs: the probabilities sum to {total:.10g}, not 1 (±{SUM_TOLERANCE:g}); raw scores go in --logits"
         )
 
@@ -65,29 +65,29 @@ def parse_target(text: str, n: int) -> Target:
         try:
             index = int(items[0].strip())
         except ValueError:
-            raise GptlossError(
+            raise UsageError(
                 f"--target: {items[0].strip()!r} is not a class index (a whole number from 0 to {n - 1}); "
                 f"a target vector needs {n} comma-separated weights"
             ) from None
         if not 0 <= index < n:
-            raise GptlossError(f"--target {index}: no such class; the {n} classes are numbered 0 to {n - 1}")
+            raise UsageError(f"--target {index}: no such class; the {n} classes are numbered 0 to {n - 1}")
         weights = np.zeros(n)
         weights[index] = 1.0
         return Target(weights, weights, target_class=index)
     given = parse_numbers(text, "--target")
     if len(given) != n:
-        raise GptlossError(f"--target has {len(given)} weights but the distribution has {n} classes")
+        raise UsageError(f"--target has {len(given)} weights but the distribution has {n} classes")
     for i, w in enumerate(given.tolist()):
         if w < 0:
-            raise GptlossError(f"--target: class {i} is {w:g}; a target weight cannot be negative")
+            raise UsageError(f"--target: class {i} is {w:g}; a target weight cannot be negative")
     try:
         total = math.fsum(given.tolist())
     except OverflowError:
         total = math.inf
     if not math.isfinite(total):
-        raise GptlossError("--target: the weights are too large to add up; give weights like 1,1,0 or 0.5,0.5,0")
+        raise UsageError("--target: the weights are too large to add up; give weights like 1,1,0 or 0.5,0.5,0")
     if total == 0:
-        raise GptlossError("--target: all weights are zero; give at least one positive weight")
+        raise UsageError("--target: all weights are zero; give at least one positive weight")
     if abs(total - 1) <= SUM_TOLERANCE:
         return Target(given, given)
     return Target(given / total, given, normalised=True)

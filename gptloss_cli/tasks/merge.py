@@ -15,7 +15,16 @@ from ..core.totals import Bootstrap, Totals, bootstrap_ci95, macro_mean_perplexi
 from ..errors import GptlossError
 from .analyses import corpus_analyses
 from .protocols import PeerCounts, peer_numbers
-from .runfile import MODEL_KEYS, PLAN_KEYS, RUN_SCHEMA, document_line, document_score, parse_record, plan_value
+from .runfile import (
+    MODEL_KEYS,
+    PLAN_KEYS,
+    RUN_SCHEMA,
+    document_line,
+    document_score,
+    parse_record,
+    plan_value,
+    same_input,
+)
 from .score import SCORE_SCHEMA, CorpusTotal, DocumentScore
 
 
@@ -68,7 +77,7 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     for key in PLAN_KEYS:
         if plan_value(a["settings"], key) != plan_value(b["settings"], key):
             return key
-    if a.get("input") != b.get("input"):
+    if not same_input(a.get("input"), b.get("input")):
         return "input (documents or dataset options)"
     return None
 

@@ -13,6 +13,7 @@ appends the rest; the totals are the same as an uninterrupted run's (see Scorer.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,8 +81,8 @@ def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) ->
     done: dict[int, DocumentScore] = {}
     for number, record in records[1:]:
         index = _index(path, number, record, documents)
-        try:
-            done[index] = document_score(record)
+        try:  # named as this run names it: the digest says it is the same document
+            done[index] = replace(document_score(record), source=documents[index].source)
         except (KeyError, TypeError, ValueError) as exc:
             raise GptlossError(f"{path} line {number}: not a run record; start over without --resume") from exc
     _truncate(path, keep)
@@ -109,11 +110,23 @@ def _check_header(path: Path, found: dict[str, Any], expected: dict[str, Any]) -
     for name, was, now in pairs:
         if was != now:
             raise GptlossError(f"{path} was written with another {name} ({was!r}, now {now!r}); {again}")
-    if found.get("input") != expected.get("input"):
+    if not same_input(found.get("input"), expected.get("input")):
         raise GptlossError(f"{path} was written from other documents or dataset options; {again}")
     if found.get("shard") != expected.get("shard"):
         was, now = (_shard_name(x.get("shard")) for x in (found, expected))
         raise GptlossError(f"{path} holds {was}, this run {now}; {again}")
+
+
+# Where the input was read from, as it was spelled: the same data named another way is the same input.
+SPELLED = ("files", "dataset", "chat_template")
+
+
+def same_input(a: Any, b: Any) -> bool:
+    """Whether two `input` blocks describe the same documents: the same content digest and dataset options,
+    whatever the paths were called (the documents' names and the dataset's spelling aside)."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return a == b
+    return {k: v for k, v in a.items() if k not in SPELLED} == {k: v for k, v in b.items() if k not in SPELLED}
 
 
 def _shard_name(shard: Any) -> str:
@@ -130,7 +143,7 @@ def plan_value(settings: dict[str, Any], key: str) -> Any:
 
 def _index(path: Path, number: int, record: dict[str, Any], documents: list[Document]) -> int:
     index = record.get("index")
-    if not isinstance(index, int) or not 0 <= index < len(documents) or record.get("source") != documents[index].source:
+    if not isinstance(index, int) or not 0 <= index < len(documents):
         raise GptlossError(f"{path} line {number}: a document this input does not have; start over without --resume")
     return index
 
