@@ -13,7 +13,7 @@ import torch
 from conftest import build_model_dir, one_line_error, run, usage_error
 
 from gptloss_cli.core.plan import WindowSettings
-from gptloss_cli.core.protocols import Protocol, document_windows
+from gptloss_cli.core.presets import Layout, preset, preset_names
 from gptloss_cli.core.windows import TokenizedDocument, window_inputs
 from gptloss_cli.inputs.document import Document
 from gptloss_cli.models.loader import load_model
@@ -33,7 +33,12 @@ def stream(n: int) -> TokenizedDocument:
     return TokenizedDocument(Document("x" * n, "s"), ids, ends - 1, ends)
 
 
-def as_pairs(tokens: TokenizedDocument, protocol: Protocol, bos: int | None = None) -> list[tuple[list, list]]:
+def document_windows(name: str, doc: int, n: int, length: int, stride: int, bos: int | None, prefix: int | None):
+    """The windows of the preset called `name`."""
+    return preset(name).windows(doc, n, Layout(length, stride, bos, prefix))
+
+
+def as_pairs(tokens: TokenizedDocument, protocol: str, bos: int | None = None) -> list[tuple[list, list]]:
     """Our windows as (model input, scored tokens)."""
     windows = document_windows(protocol, 0, len(tokens), L, L, bos, P)
     return [(window_inputs(tokens, w), tokens.ids[w.score_start : w.end].tolist()) for w in windows]
@@ -62,7 +67,7 @@ def lm_eval_reference(tokens: list[int], prefix: int, length: int) -> list[tuple
 @pytest.mark.parametrize("n", [0, 1, L - 1, L, L + 1, 2 * L + 3])
 def test_lm_eval_windows(n: int) -> None:
     tokens = stream(n)
-    assert as_pairs(tokens, Protocol.lm_eval) == lm_eval_reference(tokens.ids.tolist(), P, L)
+    assert as_pairs(tokens, "lm-eval") == lm_eval_reference(tokens.ids.tolist(), P, L)
 
 
 def test_lm_eval_windows_match_lm_eval_itself() -> None:
@@ -71,7 +76,7 @@ def test_lm_eval_windows_match_lm_eval_itself() -> None:
         tokens = stream(n)
         rolling = utils.get_rolling_token_windows(tokens.ids.tolist(), P, L, 1)
         theirs = [((a + b)[:-1], b) for a, b in map(utils.make_disjoint_window, rolling)]
-        assert as_pairs(tokens, Protocol.lm_eval) == theirs
+        assert as_pairs(tokens, "lm-eval") == theirs
 
 
 @pytest.mark.parametrize("n", [2 * L, 2 * L + 3, 3 * L - 1, 5 * L])
@@ -85,14 +90,14 @@ def test_llama_cpp_chunks(n: int, bos: int | None) -> None:
         if bos is not None:
             chunk[0] = bos
         expected.append((chunk, chunk[L // 2 + 1 :]))
-    assert as_pairs(tokens, Protocol.llama_cpp, bos) == expected
+    assert as_pairs(tokens, "llama.cpp", bos) == expected
 
 
 @pytest.mark.parametrize("n", [0, 1, L - 1, L, L + 1, 2 * L + 3])
 def test_gptq_chunks(n: int) -> None:
     tokens = stream(n)
     expected = [(c, c[1:]) for c in (tokens.ids[i * L : (i + 1) * L].tolist() for i in range(n // L))]
-    assert as_pairs(tokens, Protocol.gptq) == expected
+    assert as_pairs(tokens, "gptq") == expected
 
 
 @pytest.mark.parametrize("n", [1, L - 1, L, L + 1, 2 * L + 3])
@@ -110,7 +115,7 @@ def test_hf_stride_windows(n: int, stride: int) -> None:
         previous = end
         if end == n:
             break
-    windows = document_windows(Protocol.hf_stride, 0, n, L, stride, None, None)
+    windows = document_windows("hf-stride", 0, n, L, stride, None, None)
     assert [(window_inputs(tokens, w), tokens.ids[w.score_start : w.end].tolist()) for w in windows] == expected
 
 
@@ -133,7 +138,7 @@ def labels_sum(model, full: list[int], scored: int) -> tuple[float, int]:
     return float(loss) * scored, scored
 
 
-def score(lm, protocol: Protocol, **settings) -> dict:
+def score(lm, protocol: str, **settings) -> dict:
     result = ScoreRun(lm, [Document(TEXT, "t")], WindowSettings(protocol=protocol, **settings)).run()
     return result.to_dict()
 
@@ -142,7 +147,7 @@ def test_lm_eval_totals(postbos) -> None:
     tokens = postbos.tokenizer.encode(TEXT, special=True)[0].tolist()  # the tokenizer's defaults
     assert tokens[0] == postbos.tokenizer.bos_token_id
     parts = [labels_sum(postbos.model, [*inp, tgt[-1]], len(tgt)) for inp, tgt in lm_eval_reference(tokens, 1, 16)]
-    got = score(postbos, Protocol.lm_eval, max_length=16)["total"]
+    got = score(postbos, "lm-eval", max_length=16)["total"]
     assert got["tokens_scored"] == sum(c for _, c in parts) == len(tokens)
     assert math.isclose(-got["lm_eval"]["log_likelihood"], sum(s for s, _ in parts), rel_tol=1e-5)
     words, n_bytes = len(__import__("re").split(r"\s+", TEXT)), len(TEXT.encode())
@@ -163,7 +168,7 @@ def test_llama_cpp_totals(postbos) -> None:
         with torch.inference_mode():
             logp = torch.log_softmax(postbos.model(input_ids=torch.tensor([chunk])).logits[0].double(), -1)
         nll += [-float(logp[j, chunk[j + 1]]) for j in range(n // 2, n - 1)]
-    got = score(postbos, Protocol.llama_cpp, max_length=n)["total"]
+    got = score(postbos, "llama.cpp", max_length=n)["total"]
     assert got["tokens_scored"] == len(nll) == (len(tokens) // n) * (n // 2 - 1)
     mean = sum(nll) / len(nll)
     assert math.isclose(got["llama_cpp"]["perplexity"], math.exp(mean), rel_tol=1e-5)
@@ -191,7 +196,7 @@ def test_hf_stride_reproduces_the_recipe_and_corrects_its_count(postbos) -> None
         prev_end_loc = end_loc
         if end_loc == seq_len:
             break
-    got = score(postbos, Protocol.hf_stride, max_length=max_length, stride=stride)["total"]
+    got = score(postbos, "hf-stride", max_length=max_length, stride=stride)["total"]
     assert got["hf_stride"]["tokens"] == n_tokens < true_count == got["tokens_scored"]
     assert math.isclose(got["hf_stride"]["perplexity"], math.exp(nll_sum / n_tokens), rel_tol=1e-5)
     assert math.isclose(got["nll_sum"], true_sum, rel_tol=1e-5)
@@ -204,7 +209,7 @@ def test_gptq_totals(postbos) -> None:
         ids = torch.tensor([stream_ids[i * n : (i + 1) * n]])
         with torch.inference_mode():
             losses.append(float(postbos.model(ids, labels=ids).loss))
-    got = score(postbos, Protocol.gptq, max_length=n)["total"]
+    got = score(postbos, "gptq", max_length=n)["total"]
     assert got["tokens_scored"] == len(losses) * (n - 1) and got["gptq"]["chunks"] == len(losses)
     assert math.isclose(got["gptq"]["perplexity"], math.exp(sum(losses) / len(losses)), rel_tol=1e-5)
 
@@ -230,14 +235,14 @@ def test_protocol_all_lists_every_preset(model_dirs, tmp_path: Path) -> None:
     result = run("score", path, "-m", model_dirs["llama"], "--protocol", "all", "--max-length", 16, "-f", "json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert [p["protocol"] for p in data["protocols"]] == [p.value for p in Protocol]
+    assert [p["protocol"] for p in data["protocols"]] == preset_names()
     single = json.loads(
         run("score", path, "-m", model_dirs["llama"], "--protocol", "gptq", "--max-length", 16, "-f", "json").stdout
     )
     gptq = next(p for p in data["protocols"] if p["protocol"] == "gptq")
     assert gptq["total"] == single["total"]
     table = run("score", path, "-m", model_dirs["llama"], "--protocol", "all", "--max-length", 16)
-    assert all(p.value in table.stdout for p in Protocol)
+    assert all(name in table.stdout for name in preset_names())
 
 
 def test_run_files_keep_the_recipe_sums(model_dirs, tmp_path: Path) -> None:
@@ -281,13 +286,13 @@ def test_tokens_and_compare_take_a_protocol(model_dirs, tmp_path: Path) -> None:
 def test_presets_report_the_bos_they_add(postbos) -> None:
     """hf-stride and gptq add no BOS (the tokenizer's own is a token of the document); lm-eval adds its prefix."""
     bos = postbos.tokenizer.bos_token_id
-    for protocol in (Protocol.hf_stride, Protocol.gptq, Protocol.lm_eval):
+    for protocol in ("hf-stride", "gptq", "lm-eval"):
         run_ = ScoreRun(postbos, [Document(TEXT * 3, "t")], WindowSettings(protocol=protocol, max_length=16))
         assert run_.plan.bos_token_id is None
         assert run_.tokenized[0].ids[0] == bos  # the tokenizer's defaults put it first
-    lm_eval = ScoreRun(postbos, [Document(TEXT, "t")], WindowSettings(protocol=Protocol.lm_eval, max_length=16))
+    lm_eval = ScoreRun(postbos, [Document(TEXT, "t")], WindowSettings(protocol="lm-eval", max_length=16))
     assert lm_eval.plan.prefix_token_id == bos and f"(id {bos})" in lm_eval.card.line()
-    gptq = ScoreRun(postbos, [Document(TEXT * 3, "t")], WindowSettings(protocol=Protocol.gptq, max_length=16))
+    gptq = ScoreRun(postbos, [Document(TEXT * 3, "t")], WindowSettings(protocol="gptq", max_length=16))
     assert "none added;" in gptq.card.line()
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..core.plan import WindowSettings
-from ..core.protocols import FIXED_STRIDE, Protocol
+from ..core.presets import DEFAULT, DEFAULT_CONTEXT_CAP, preset, preset_names, presets
 from ..core.totals import Bootstrap
 from ..core.windows import BosPolicy
 from ..models.spec import DEFAULT_MODEL, Backend, Device, Dtype, ModelRequest
@@ -171,8 +171,9 @@ MaxLengthOpt = Annotated[
     panel_option(
         min=2,
         panel=WINDOW_PANEL,
-        help="Tokens per window, BOS included (default: the model's context, at most 2048; "
-        "--protocol llama.cpp: 512, lm-eval: the whole context).",
+        help=f"Tokens per window, BOS included (default: the model's context, at most {DEFAULT_CONTEXT_CAP:,}; "
+        + ", ".join(f"--protocol {p.name}: {p.length_note}" for p in presets() if p.length_note)
+        + ").",
     ),
 ]
 StrideOpt = Annotated[
@@ -195,14 +196,33 @@ BosOpt = Annotated[
     BosPolicy,
     panel_option(panel=WINDOW_PANEL, help="Start each window with the BOS token: auto = when the tokenizer has one."),
 ]
-PROTOCOL_HELP = (
-    "Score as another tool does, to get its number: lm-eval (lm-evaluation-harness, rolling windows), llama.cpp "
-    "(llama-perplexity), hf-stride (the transformers docs' strided recipe), gptq (GPTQ/AWQ wikitext chunks); "
-    "gptloss: BOS in every window, every token once."
-)
-ProtocolOpt = Annotated[Protocol, panel_option(panel=WINDOW_PANEL, help=PROTOCOL_HELP)]
+ALL = "all"  # --protocol all: every preset, side by side
+
+
+def _preset_name(everything: bool) -> Callable[[str], str]:
+    """--protocol's parser: a registered preset's name (core.presets: read when the option is parsed, so a
+    preset registered later is taken too), or with `everything` also `all`."""
+
+    def parse(value: str) -> str:
+        names = [*preset_names(), *([ALL] if everything else [])]
+        if value not in names:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, names))}.")
+        return value
+
+    return parse
+
+
+def _protocol_help() -> str:
+    peers = ", ".join(f"{p.name} ({p.summary})" for p in presets() if p.name != DEFAULT)
+    return f"Score as another tool does, to get its number: {peers}; {DEFAULT}: {preset(DEFAULT).summary}."
+
+
+PROTOCOL_HELP = _protocol_help()
+ProtocolOpt = Annotated[
+    str, panel_option(panel=WINDOW_PANEL, help=PROTOCOL_HELP, parser=_preset_name(False), metavar="NAME")
+]
 _WINDOW_PARAMS = {"max_length": MaxLengthOpt, "stride": StrideOpt, "batch_size": BatchSizeOpt, "bos": BosOpt}
-_WINDOW_DEFAULTS = {"batch_size": 8, "bos": BosPolicy.auto, "protocol": Protocol.gptloss}
+_WINDOW_DEFAULTS = {"batch_size": 8, "bos": BosPolicy.auto, "protocol": DEFAULT}
 WINDOW = OptionGroup(
     {**_WINDOW_PARAMS, "protocol": ProtocolOpt},
     lambda max_length, stride, batch_size, bos, protocol: WindowSettings(
@@ -212,30 +232,21 @@ WINDOW = OptionGroup(
 )
 
 
-class ProtocolOrAll(str, Enum):
-    gptloss = "gptloss"
-    lm_eval = "lm-eval"
-    llama_cpp = "llama.cpp"
-    hf_stride = "hf-stride"
-    gptq = "gptq"
-    all = "all"
-
-
 def _every(
-    max_length: int | None, stride: int | None, batch_size: int, bos: BosPolicy, protocol: ProtocolOrAll
+    max_length: int | None, stride: int | None, batch_size: int, bos: BosPolicy, protocol: str
 ) -> tuple[WindowSettings, ...]:
     """The settings to run: one protocol's, or with `all` each preset's (given only the options it takes)."""
-    if protocol is not ProtocolOrAll.all:
-        return (WindowSettings(max_length, stride, bos, batch_size, protocol=Protocol(protocol.value)),)
+    if protocol != ALL:
+        return (WindowSettings(max_length, stride, bos, batch_size, protocol=protocol),)
     return tuple(
         WindowSettings(
             max_length,
-            None if p in FIXED_STRIDE else stride,
-            bos if p is Protocol.gptloss else BosPolicy.auto,
+            stride if p.takes_stride else None,
+            bos if p.takes_bos else BosPolicy.auto,
             batch_size,
-            protocol=p,
+            protocol=p.name,
         )
-        for p in Protocol
+        for p in presets()
     )
 
 
@@ -243,11 +254,17 @@ EVERY_WINDOW = OptionGroup(
     {
         **_WINDOW_PARAMS,
         "protocol": Annotated[
-            ProtocolOrAll, panel_option(panel=WINDOW_PANEL, help=PROTOCOL_HELP + " all: each preset, side by side.")
+            str,
+            panel_option(
+                panel=WINDOW_PANEL,
+                help=PROTOCOL_HELP + " all: each preset, side by side.",
+                parser=_preset_name(True),
+                metavar="NAME",
+            ),
         ],
     },
     _every,
-    _WINDOW_DEFAULTS | {"protocol": ProtocolOrAll.gptloss},
+    _WINDOW_DEFAULTS,
 )
 
 

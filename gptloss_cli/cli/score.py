@@ -197,7 +197,7 @@ def compare_protocols(
     with progress("scoring") as bar:
         runs = score_presets(loaded, documents, presets, bar, world)
     if all(r.result is None for r in runs):
-        reasons = "; ".join(f"{r.protocol.value}: {r.error}" for r in runs)
+        reasons = "; ".join(f"{r.preset.name}: {r.error}" for r in runs)
         raise GptlossError(f"nothing was scored under any protocol ({reasons})")
     emit(to_json(protocols_json(loaded.info, runs)) if json else protocols_table(loaded.info, runs), output)
 

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import GptlossError
 from .plan import Plan
-from .protocols import Protocol, document_windows
 from .windows import TokenizedDocument, Window, window_inputs
 
 # Most model inputs (padding included) in one forward pass: activation memory grows with it. On a CPU
@@ -28,7 +26,7 @@ def tokens_to_score(docs: list[TokenizedDocument], plan: Plan, skip: frozenset[i
 
 
 def all_windows(docs: list[TokenizedDocument], plan: Plan, in_order: bool) -> list[Window]:
-    """Every window that scores a token, of every document, as plan.protocol lays them out: in document
+    """Every window that scores a token, of every document, as plan.preset lays them out: in document
     order, or longest first (similar lengths share a batch). A window whose tokens the loss mask leaves
     all out is skipped."""
     windows = [
@@ -43,15 +41,9 @@ def all_windows(docs: list[TokenizedDocument], plan: Plan, in_order: bool) -> li
 
 
 def document_windows_of(plan: Plan, index: int, doc: TokenizedDocument) -> list[Window]:
-    """The windows plan.protocol runs over one document (`index`: its place in the run)."""
-    n = len(doc)
-    if plan.protocol is Protocol.llama_cpp and n < 2 * plan.max_length:
-        raise GptlossError(
-            f"{doc.document.source}: {n} tokens; the llama.cpp protocol needs at least 2 x n_ctx = "
-            f"{2 * plan.max_length} (as llama-perplexity does): give a smaller --max-length"
-        )
-    bos, prefix = plan.bos_token_id, plan.prefix_token_id
-    return document_windows(plan.protocol, index, n, plan.max_length, plan.stride, bos, prefix)
+    """The windows plan.preset runs over one document (`index`: its place in the run)."""
+    plan.preset.check(doc.document.source, len(doc), plan.layout)
+    return plan.preset.windows(index, len(doc), plan.layout)
 
 
 def batches(windows: list[Window], plan: Plan, device: torch.device) -> Iterator[list[Window]]:

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GptlossError, UsageError
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
 from ..models.tokenizer import Tokenizer
-from .protocols import DEFAULT_LENGTH, FIXED_STRIDE, Protocol
+from .presets import DEFAULT, Layout, Preset, preset
 from .windows import BosPolicy, TokenizedDocument, resolve_bos, tokenize
-
-DEFAULT_CONTEXT_CAP = 2048
 
 
 @dataclass(frozen=True)
 class WindowSettings:
-    """What the user asked for; None means the model's (or the protocol's) default."""
+    """What the user asked for; None means the model's (or the protocol's) default. protocol: a preset's
+    name (core.presets) or the preset itself."""
 
     max_length: int | None = None
     stride: int | None = None
     bos: BosPolicy = BosPolicy.auto
     batch_size: int = 8
     padding_side: str = "right"
-    protocol: Protocol = Protocol.gptloss
+    protocol: str | Preset = DEFAULT
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Plan:
 
     bos_token_id: the BOS id windows start with (gptloss), or the one a preset puts in (llama.cpp); None
     where nothing is added (the tokenizer's own BOS, when its defaults add one, is a token of the document);
-    prefix_token_id: the token before a document's first window (lm-eval: BOS, else EOS);
+    prefix_token_id: the token before a document's first window (the preset decides: core.presets);
     special_tokens: documents are tokenised with the tokenizer's special tokens (its defaults).
     """
 
@@ -43,18 +42,22 @@ class Plan:
     bos_token_id: int | None
     batch_size: int
     padding_side: str = "right"
-    protocol: Protocol = Protocol.gptloss
+    preset: Preset = field(default_factory=lambda: preset(DEFAULT))
     prefix_token_id: int | None = None
-    special_tokens: bool = False
 
     @property
-    def has_bos(self) -> bool:
-        return self.bos_token_id is not None
+    def special_tokens(self) -> bool:
+        return self.preset.special_tokens
 
     @property
     def peer_softmax(self) -> bool:
         """Whether NLL is computed as the peer does (torch's float32 log-softmax over the vocabulary)."""
-        return self.protocol in (Protocol.lm_eval, Protocol.hf_stride, Protocol.gptq)
+        return self.preset.peer_softmax
+
+    @property
+    def layout(self) -> Layout:
+        """What the preset cuts windows from."""
+        return Layout(self.max_length, self.stride, self.bos_token_id, self.prefix_token_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,37 +79,24 @@ def model_context(model: Any) -> int | None:
 
 
 def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
-    protocol = settings.protocol
-    if protocol is not Protocol.gptloss and settings.bos is not BosPolicy.auto:
-        raise UsageError(f"--bos {settings.bos.value}: the {protocol.value} protocol fixes where BOS goes")
-    if protocol in FIXED_STRIDE and settings.stride is not None:
-        raise UsageError(f"--stride: the {protocol.value} protocol fixes how its windows advance")
+    """The settings resolved against `loaded`: the preset's defaults filled in, its refusals made."""
+    chosen = preset(settings.protocol)
+    if not chosen.takes_bos and settings.bos is not BosPolicy.auto:
+        raise UsageError(f"--bos {settings.bos.value}: the {chosen.name} protocol fixes where BOS goes")
+    if not chosen.takes_stride and settings.stride is not None:
+        raise UsageError(f"--stride: the {chosen.name} protocol fixes how its windows advance")
     context = model_context(loaded.model)
-    default = min(context or DEFAULT_CONTEXT_CAP, DEFAULT_LENGTH.get(protocol, DEFAULT_CONTEXT_CAP))
-    if protocol is Protocol.lm_eval:
-        default = context or DEFAULT_CONTEXT_CAP  # lm-eval's max_length: the model's whole context
-    max_length = settings.max_length or default
+    max_length = settings.max_length or chosen.default_length(context)
     if context is not None and max_length > context:
         raise GptlossError(f"--max-length {max_length} exceeds this model's context of {context} tokens")
     stride = settings.stride or max_length
     if stride > max_length:
         raise UsageError(f"--stride {stride} is larger than --max-length {max_length}")
-    tokenizer = loaded.tokenizer
-    bos_id = resolve_bos(tokenizer, settings.bos)
-    common = (max_length, stride, settings.bos.value)
-    if protocol is Protocol.gptloss:
-        return Plan(*common, bos_id, settings.batch_size, settings.padding_side)
-    if protocol is Protocol.lm_eval:
-        prefix = bos_id if bos_id is not None else tokenizer.eos_token_id
-        if prefix is None:
-            raise GptlossError("the lm-eval protocol starts a document with BOS, else EOS: this tokenizer has neither")
-        return Plan(*common, None, settings.batch_size, settings.padding_side, protocol, prefix, True)
-    # llama.cpp puts BOS in when the tokenizer's defaults add it (add_bos_token); hf-stride and gptq add none
-    bos_id = bos_id if protocol is Protocol.llama_cpp and tokenizer.adds_bos else None
-    return Plan(*common, bos_id, settings.batch_size, settings.padding_side, protocol, None, True)
+    bos, prefix = chosen.starts(loaded.tokenizer, resolve_bos(loaded.tokenizer, settings.bos))
+    return Plan(max_length, stride, settings.bos.value, bos, settings.batch_size, settings.padding_side, chosen, prefix)
 
 
 def tokenize_document(plan: Plan, tokenizer: Tokenizer, document: Document) -> TokenizedDocument:
-    """The document's tokens as plan.protocol sees them: without special tokens (gptloss: windows add BOS),
+    """The document's tokens as plan.preset sees them: without special tokens (gptloss: windows add BOS),
     or with the tokenizer's defaults, as the peers tokenise (Gemma's put BOS first; SmolLM2's do not)."""
     return tokenize(tokenizer, document, special=plan.special_tokens)

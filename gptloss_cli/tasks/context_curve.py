@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.distributed import SOLO, World
 from ..core.plan import WindowSettings
-from ..core.protocols import Protocol
+from ..core.presets import DEFAULT, preset
 from ..core.totals import Totals
 from ..errors import GptlossError, UsageError
 from ..inputs.document import Document
@@ -66,7 +66,7 @@ def context_curve(
     world: World = SOLO,
 ) -> ContextCurve:
     """The curve over `lengths` (ascending); `settings` gives everything but the windows."""
-    if settings.protocol is not Protocol.gptloss:
+    if preset(settings.protocol) is not preset(DEFAULT):
         raise UsageError("--context-lengths lays out its own windows: use it without --protocol")
     skip = max(lengths)
     points, plan = [], None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core.plan import Plan
-from ..core.protocols import Protocol
 from ..core.totals import Totals
 from ..core.windows import BosPolicy, resolve_bos
 from ..errors import GptlossError
@@ -66,9 +65,9 @@ def nothing_to_score(documents: Sequence[Document], dataset: DatasetOptions | No
 
 def refuse_masks(plan: Plan, documents: Sequence[Document]) -> None:
     """A preset reproduces a peer's score of whole texts, which no peer masks: refuse a loss mask under one."""
-    if plan.protocol is Protocol.gptloss or all(d.spans is None for d in documents):
+    if plan.preset.takes_masks or all(d.spans is None for d in documents):
         return
     raise GptlossError(
-        f"--protocol {plan.protocol.value} reproduces its tool's score of whole texts, which takes no loss mask "
+        f"--protocol {plan.preset.name} reproduces its tool's score of whole texts, which takes no loss mask "
         "(--completion-column, --messages-column, --span-column): drop the mask or the protocol"
     )

@@ -4,17 +4,17 @@ total, combined from the per-document sums (Σnll, Σnll², tokens, bytes, words
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.protocols import Protocol
-from ..core.totals import Bootstrap, Totals, bootstrap_ci95, macro_mean_perplexity
+from ..core.presets import preset
+from ..core.totals import Bootstrap
 from ..errors import GptlossError
-from .analyses import corpus_analyses
-from .protocols import PeerCounts, peer_numbers
+from .accumulator import Accumulator, CorpusTotal, DocumentScore
 from .runfile import (
     MODEL_KEYS,
     PLAN_KEYS,
@@ -25,7 +25,7 @@ from .runfile import (
     plan_value,
     same_input,
 )
-from .score import SCORE_SCHEMA, CorpusTotal, DocumentScore
+from .score import SCORE_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -129,37 +129,31 @@ def merge_runs(paths: Sequence[Path]) -> Merged:
     missing = [f"{i}/{count}" for i in range(count) if i not in seen]
     if missing:
         raise GptlossError(f"shard {', '.join(missing)} missing (of {count}): score it with --shard, then merge all")
-    documents: dict[int, DocumentScore] = {}
+    seen_documents: dict[int, Path] = {}
     for f in files:
         for d in f.documents:
-            if d.index in documents:
+            if d.index in seen_documents:
                 raise GptlossError(f"{f.path}: document {d.index} ({d.source}) is in another shard too")
-            documents[d.index] = d
-    ordered = [documents[i] for i in sorted(documents)]
+            seen_documents[d.index] = f.path
+    total = functools.reduce(Accumulator.merge, [_accumulated(f) for f in files])
     header = {k: v for k, v in first.header.items() if k != "shard"}
-    return Merged(header, ordered, _total(files, ordered))
-
-
-def _total(files: list[RunFile], documents: list[DocumentScore]) -> CorpusTotal:
-    parts = [d.totals for d in documents]
-    total = Totals.combine(parts)
-    boot = files[0].total.get("bootstrap")
+    boot = first.total.get("bootstrap")
     bootstrap = None if not isinstance(boot, dict) else Bootstrap(int(boot["resamples"]), int(boot["seed"]))
-    ci = None if bootstrap is None else bootstrap_ci95(parts, bootstrap.resamples, bootstrap.seed)
-    card = files[0].header["settings"].get("protocol")
-    protocol = Protocol(card["name"]) if isinstance(card, dict) else Protocol.gptloss
-    recipes = [d.recipe for d in documents if d.recipe is not None]
-    recipe = PeerCounts.combine([PeerCounts(recipe=r) for r in recipes]).recipe
-    counts = PeerCounts.combine([PeerCounts.from_peer(_peer(f.total), None) for f in files])
-    counts = PeerCounts(counts.windows, counts.words, counts.bytes, recipe)
-    peer = peer_numbers(protocol, total, counts)
-    asked = files[0].header["settings"].get("analyses") or {}
-    width = asked.get("by_position")
-    by_position, found = corpus_analyses(documents, None if width is None else int(width))
-    macro = macro_mean_perplexity(parts)
-    return CorpusTotal(total, len(parts), macro, bootstrap, ci, peer, by_position, found)
+    return Merged(header, total.documents(), total.compute(bootstrap))
 
 
-def _peer(total: dict[str, Any]) -> dict[str, Any]:
-    """A total line's peer block ({"lm_eval": {...}} and the like)."""
-    return {k: v for k, v in total.items() if k in ("lm_eval", "llama_cpp", "hf_stride", "gptq")}
+def _accumulated(file: RunFile) -> Accumulator:
+    """One shard's Accumulator: its documents, and the peer counts its total line keeps."""
+    settings = file.header["settings"]
+    name = plan_value(settings, "protocol")
+    try:
+        chosen = preset(name)
+    except GptlossError as exc:
+        raise GptlossError(f"{file.path}: scored with the {name} protocol, which this gptloss does not have") from exc
+    width = (settings.get("analyses") or {}).get("by_position")
+    total = Accumulator(chosen, None if width is None else int(width), file.documents)
+    try:
+        total.add_counts(chosen.counts_from_total(file.total))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GptlossError(f"{file.path}: its total line has no {chosen.name} figures") from exc
+    return total

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..core.distributed import SOLO, World
 from ..core.plan import WindowSettings
-from ..core.protocols import Protocol
+from ..core.presets import Preset, preset
 from ..errors import GptlossError
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
@@ -19,7 +19,7 @@ from .score import ScoreResult, ScoreRun
 class PresetRun:
     """One preset's result, or why it could not run on these documents (too short for llama.cpp, say)."""
 
-    protocol: Protocol
+    preset: Preset
     result: ScoreResult | None
     error: str | None = None
 
@@ -36,7 +36,7 @@ def score_presets(
         try:
             run = ScoreRun(loaded, documents, settings, world)
             result = run.run(tracker) if run.tokens_to_score() else None
-            runs.append(PresetRun(settings.protocol, result, None if result else "nothing to score"))
+            runs.append(PresetRun(preset(settings.protocol), result, None if result else "nothing to score"))
         except GptlossError as exc:
-            runs.append(PresetRun(settings.protocol, None, str(exc)))
+            runs.append(PresetRun(preset(settings.protocol), None, str(exc)))
     return runs

@@ -17,13 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
+from ..core.presets import DEFAULT, PeerCounts
 from ..core.totals import Bootstrap, Totals
 from ..errors import GptlossError
 from ..files import LineFile
 from ..inputs.document import Document
+from .accumulator import DocumentScore
 from .analyses import DocumentAnalyses
 from .job import Tracker
-from .score import DocumentScore, ScoreResult, ScoreRun
+from .score import ScoreResult, ScoreRun
 
 RUN_SCHEMA = "gptloss.score-run/v1"
 # What must match for a resumed run to give the same numbers as an uninterrupted one.
@@ -42,16 +44,18 @@ def header(run: ScoreRun, inputs: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def document_line(score: DocumentScore) -> dict[str, Any]:
-    recipe = {} if score.recipe is None else {"recipe_sums": list(score.recipe)}  # hf-stride's own sums
-    return {"index": score.index, **score.to_dict(), **recipe}
+    """A document's line; of its peer counts, those that need its losses (a recipe's sums): the
+    others follow from its text and windows, or add up in the total line (see Accumulator)."""
+    recipe = score.counts.recipe
+    return {"index": score.index, **score.to_dict(), **({} if recipe is None else {"recipe_sums": list(recipe)})}
 
 
 def document_score(record: dict[str, Any]) -> DocumentScore:
     """A document line read back (KeyError, TypeError or ValueError when it is not one)."""
     sums = record.get("recipe_sums")
-    recipe = None if sums is None else (float(sums[0]), int(sums[1]))
+    counts = PeerCounts(recipe=None if sums is None else (float(sums[0]), int(sums[1])))
     found = DocumentAnalyses.from_dict(record)
-    return DocumentScore(str(record["source"]), Totals.from_dict(record), None, int(record["index"]), recipe, found)
+    return DocumentScore(str(record["source"]), Totals.from_dict(record), None, int(record["index"]), counts, found)
 
 
 def read_run(path: Path, expected: dict[str, Any], documents: list[Document]) -> list[DocumentScore]:
@@ -137,7 +141,7 @@ def plan_value(settings: dict[str, Any], key: str) -> Any:
     """A setting a resumed run must share; of the protocol card, its name (files without one: gptloss)."""
     if key == "protocol":
         card = settings.get("protocol")
-        return card.get("name") if isinstance(card, dict) else "gptloss"
+        return card.get("name") if isinstance(card, dict) else DEFAULT
     return settings.get(key)
 
 
@@ -184,7 +188,7 @@ def run_jsonl(
     if world.parallel:  # every rank's result holds the documents already done
         done = [document_score(x) for x in world.broadcast([document_line(d) for d in done])]
     skip = frozenset(d.index for d in done)
-    scores = list(done)
+    total = run.accumulator([run.restored(d) for d in done])
     try:
         if fresh:
             _write(sink, head)
@@ -192,8 +196,8 @@ def run_jsonl(
         for score in run.scores(tracker.advance, skip=skip, keep_losses=False):
             tracker.document()
             _write(sink, document_line(score))
-            scores.append(score)
-        result = run.result(scores, bootstrap, inputs)
+            total.update(score)
+        result = run.result(total, bootstrap, inputs)
         _write(sink, {"total": result.total_dict()})
     finally:
         if isinstance(sink, LineFile):

@@ -2,72 +2,29 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
-from ..core.analyses import PositionBuckets
+import numpy as np
+
 from ..core.batches import document_windows_of
 from ..core.distributed import SOLO, Shard, World
-from ..core.engine import DocumentLosses, Progress, Scorer
+from ..core.engine import Progress, Scorer
 from ..core.measures import moments_measure, nll_measure
 from ..core.plan import Plan, WindowSettings
-from ..core.protocols import Protocol, recipe_sums
-from ..core.totals import Bootstrap, Totals, bootstrap_ci95, document_totals, macro_mean_perplexity
+from ..core.presets import PeerCounts
+from ..core.totals import Bootstrap, Totals, document_totals
 from ..inputs.document import Document
 from ..models.loader import load_model
 from ..models.spec import DEFAULT_MODEL, Device, Dtype, LoadedModel, ModelInfo
-from .analyses import NONE, Analyses, Detection, DocumentAnalyses, analyse, corpus_analyses, with_analyses
+from .accumulator import Accumulator, CorpusTotal, DocumentScore
+from .analyses import Analyses, analyse, with_analyses
 from .job import QUIET, Job, Tracker, settings_dict
-from .protocols import PeerCounts, ProtocolCard, peer_numbers, protocol_card
+from .protocols import ProtocolCard, protocol_card
 
 SCORE_SCHEMA = "gptloss.score/v1"
-
-
-@dataclass(frozen=True)
-class DocumentScore:
-    source: str
-    totals: Totals
-    losses: DocumentLosses | None = None  # per-token detail, not serialised by `score`; None when read back
-    index: int = 0  # position in the input
-    recipe: tuple[float, int] | None = None  # hf-stride: the recipe's (Σ window mean x count, Σ count)
-    analyses: DocumentAnalyses = NONE  # by position, membership scores, the label
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, **self.totals.to_dict(), **self.analyses.to_dict()}
-
-
-@dataclass(frozen=True)
-class CorpusTotal:
-    """The corpus totals (micro: every token weighs the same), the macro mean of the documents'
-    perplexities, and the bootstrap interval when asked for."""
-
-    totals: Totals
-    documents: int
-    macro_mean_perplexity: float | None
-    bootstrap: Bootstrap | None = None
-    bootstrap_ci95: tuple[float, float] | None = None
-    peer: dict[str, Any] | None = None  # the protocol's peer's own numbers, under its names
-    by_position: PositionBuckets | None = None
-    detection: list[Detection] | None = None  # with labelled documents
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            **self.totals.to_dict(),
-            "documents": self.documents,
-            "macro_mean_perplexity": self.macro_mean_perplexity,
-            **(self.peer or {}),
-        }
-        if self.by_position is not None:
-            out["by_position"] = self.by_position.to_dict()
-        if self.detection is not None:
-            out["detection"] = [d.to_dict() for d in self.detection]
-        if self.bootstrap is not None:
-            out["bootstrap_ci95"] = None if self.bootstrap_ci95 is None else list(self.bootstrap_ci95)
-            out["bootstrap"] = self.bootstrap.to_dict()
-        return out
 
 
 @dataclass(frozen=True)
@@ -75,31 +32,17 @@ class ScoreResult:
     model: ModelInfo
     plan: Plan
     documents: list[DocumentScore]
-    total: Totals
-    bootstrap: Bootstrap | None = None
+    corpus: CorpusTotal  # the total, as the run's Accumulator computed it
     inputs: dict[str, Any] | None = None  # the dataset and columns read, when not files
     card: ProtocolCard | None = None
-    texts: tuple[str, ...] = ()  # the documents' texts, for divisors that count raw words and bytes
     analyses: Analyses = Analyses()
+
+    @property
+    def total(self) -> Totals:
+        return self.corpus.totals
 
     def settings(self) -> dict[str, Any]:
         return with_analyses(settings_dict(self.plan, self.card), self.analyses)
-
-    @cached_property
-    def corpus(self) -> CorpusTotal:
-        """Computed once: the table and the run file's last line both show it, and a bootstrap over many
-        documents takes a while."""
-        parts = [d.totals for d in self.documents]
-        ci = None if self.bootstrap is None else bootstrap_ci95(parts, self.bootstrap.resamples, self.bootstrap.seed)
-        peer = None
-        if self.card is not None:
-            recipes = [d.recipe for d in self.documents if d.recipe is not None]
-            recipe = (math.fsum(r[0] for r in recipes), sum(r[1] for r in recipes)) if recipes else None
-            counts = PeerCounts.of_texts(self.texts, self.card.windows, recipe)
-            peer = peer_numbers(self.plan.protocol, self.total, counts)
-        by_position, found = corpus_analyses(self.documents, self.analyses.by_position)
-        macro = macro_mean_perplexity(parts)
-        return CorpusTotal(self.total, len(parts), macro, self.bootstrap, ci, peer, by_position, found)
 
     def total_dict(self) -> dict[str, Any]:
         return self.corpus.to_dict()
@@ -159,39 +102,53 @@ class ScoreRun(Job):
         scorer = Scorer(measure(self.loaded, self.plan.peer_softmax), self.loaded.info.device, self.world)
         for i, loss in scorer.documents(self.tokenized, self.plan, progress, skip, self.within):
             totals = document_totals(self.tokenized[i], loss.positions, loss.nll)
-            recipe = None
-            if self.plan.protocol is Protocol.hf_stride:
-                recipe = recipe_sums(document_windows_of(self.plan, i, self.tokenized[i]), loss.positions, loss.nll)
+            counts = self.counts(i, loss.positions, loss.nll)
             found = analyse(self.analyses, loss, self.documents[i].label)
-            yield DocumentScore(self.documents[i].source, totals, loss if keep_losses else None, i, recipe, found)
+            yield DocumentScore(self.documents[i].source, totals, loss if keep_losses else None, i, counts, found)
+
+    def counts(self, index: int, positions: np.ndarray, nll: np.ndarray) -> PeerCounts:
+        """Document `index`'s counts behind the preset's peer figures, from its scored tokens."""
+        windows = document_windows_of(self.plan, index, self.tokenized[index])
+        return self.plan.preset.counts(self.documents[index].text, windows, positions, nll)
+
+    def restored(self, score: DocumentScore) -> DocumentScore:
+        """A document's score read back from a run file (which keeps only the counts that need its losses),
+        with the counts that follow from its text and windows."""
+        none = np.zeros(0, dtype=np.int64)
+        structure = self.counts(score.index, none, none.astype(np.float64)).structure()
+        return replace(score, counts=PeerCounts.combine([structure, score.counts]))
+
+    def accumulator(self, scores: Sequence[DocumentScore] = ()) -> Accumulator:
+        """An accumulator for this run's total, holding `scores`."""
+        return Accumulator(self.plan.preset, self.analyses.by_position, scores)
 
     def run(
         self, tracker: Tracker = QUIET, bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
     ) -> ScoreResult:
         """Every document scored (per-token losses not kept), reporting to `tracker`."""
         tracker.start(self.tokens_to_score(), self.documents_to_score())
-        scores = []
+        total = self.accumulator()
         for score in self.scores(tracker.advance, keep_losses=False):
             tracker.document()
-            scores.append(score)
-        return self.result(scores, bootstrap, inputs)
+            total.update(score)
+        return self.result(total, bootstrap, inputs)
 
     def result(
-        self, scores: Sequence[DocumentScore], bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
+        self, total: Accumulator, bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
     ) -> ScoreResult:
-        ordered = sorted(scores, key=lambda d: d.index)
-        total = Totals.combine([d.totals for d in ordered])
+        """The result of the documents `total` holds."""
         card = self.card
-        if self.within is not None:  # a shard's card (and its peer numbers) count its own documents
+        if self.within is not None:  # a shard's card counts its own documents
             card = protocol_card(self.plan, [self.tokenized[i] for i in sorted(self.within)])
-        texts = tuple(self.documents[d.index].text for d in ordered)
-        return ScoreResult(self.loaded.info, self.plan, ordered, total, bootstrap, inputs, card, texts, self.analyses)
+        corpus = total.compute(bootstrap)
+        return ScoreResult(self.loaded.info, self.plan, total.documents(), corpus, inputs, card, self.analyses)
 
 
 def score_documents(
     loaded: LoadedModel,
     documents: Sequence[Document],
     settings: WindowSettings | None = None,
+    *,
     progress: Progress | None = None,
     bootstrap: int = 0,
     seed: int = 0,
@@ -200,23 +157,37 @@ def score_documents(
 ) -> ScoreResult:
     """Score each document with an already loaded model.
 
-    `progress` is called after each batch with the tokens it scored; `bootstrap` > 0 adds a
-    document-bootstrap interval of the corpus perplexity over that many resamples (with `seed`);
-    `analyses`: loss by position and membership scores; `world`: the ranks sharing the work (every rank
-    gets the whole result).
+    Args:
+        loaded: the model (models.loader.load_model).
+        documents: what to score; a document's spans, when set, are the only tokens scored.
+        settings: windows, batch and protocol (None: the defaults, gptloss's protocol).
+        progress: called after each batch with the number of tokens it scored.
+        bootstrap: > 0 adds a document-bootstrap 95% interval of the corpus perplexity over that many
+            resamples, drawn with `seed`.
+        analyses: loss by context position and membership scores (None: neither).
+        world: the ranks sharing the work (core.distributed); every rank gets the whole result.
     """
     run = ScoreRun(loaded, documents, settings or WindowSettings(), world, analyses=analyses)
-    return run.result(list(run.scores(progress)), Bootstrap(bootstrap, seed) if bootstrap else None)
+    return run.result(run.accumulator(list(run.scores(progress))), Bootstrap(bootstrap, seed) if bootstrap else None)
 
 
 def score_texts(
     texts: str | Sequence[str],
     model: str = DEFAULT_MODEL,
     settings: WindowSettings | None = None,
+    *,
     device: Device = Device.auto,
     dtype: Dtype = Dtype.auto,
 ) -> ScoreResult:
-    """Load `model` and score one text or several (sources are named text-1, text-2, ...)."""
+    """Load `model` and score one text or several (sources are named text-1, text-2, ...).
+
+    Args:
+        texts: one text, or several.
+        model: a bundled alias, a .gguf file, a model folder or a hub id.
+        settings: as for score_documents.
+        device: where to run the model (auto: cuda, else mps, else cpu).
+        dtype: the weights' and activations' dtype (auto: float32 on CPU, bfloat16 on CUDA).
+    """
     items = [texts] if isinstance(texts, str) else list(texts)
     docs = [Document(text=t, source=f"text-{i + 1}") for i, t in enumerate(items)]
     return score_documents(load_model(model, device=device, dtype=dtype), docs, settings)
