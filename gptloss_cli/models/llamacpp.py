@@ -14,7 +14,7 @@ import ctypes
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -45,23 +45,14 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
-_SILENT: Any = None  # the log callback must outlive every call into llama.cpp
-
-
-def _quiet(llama_cpp: Any) -> None:
-    """Send llama.cpp's log lines nowhere (it prints every tensor it loads on stderr)."""
-    global _SILENT
-    if _SILENT is None:
-        _SILENT = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_SILENT, ctypes.c_void_p(0))
-
-
 class LlamaCppModel:
     """A loaded GGUF model and one llama.cpp context, sized for the longest window seen so far."""
 
+    _log_sink: ClassVar[Any] = None  # llama.cpp's log callback: it must outlive every call into llama.cpp
+
     def __init__(self, path: Path, threads: int) -> None:
         llama_cpp = import_llama_cpp()
-        _quiet(llama_cpp)
+        self._quiet(llama_cpp)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
@@ -75,6 +66,13 @@ class LlamaCppModel:
         self.ctx: Any = None
         self.n_ctx = self.piece = 0
         self.batch = llama_cpp.llama_batch_init(MAX_PIECE, 0, 1)
+
+    @classmethod
+    def _quiet(cls, llama_cpp: Any) -> None:
+        """Send llama.cpp's log lines nowhere (it prints every tensor it loads on stderr), once a process."""
+        if cls._log_sink is None:
+            cls._log_sink = llama_cpp.llama_log_callback(lambda level, text, data: None)
+            llama_cpp.llama_log_set(cls._log_sink, ctypes.c_void_p(0))
 
     def _context(self, length: int, piece: int) -> Any:
         """A context that holds `length` tokens, decoded `piece` at a time (a new one when the last was too
