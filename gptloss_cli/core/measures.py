@@ -13,7 +13,7 @@ import torch
 from ..models.spec import LoadedModel
 from .batches import BatchInputs
 from .fused import compiled_step
-from .heads import HeadCache, LlamaCppHead, ModelHead, model_head
+from .heads import HeadCache, ModelHead, model_head
 from .lmhead import Head
 from .loss import head_nll, head_stats, logits_nll, logits_stats, softmax_nll, softmax_stats
 from .moments import head_moments, softmax_moments
@@ -71,9 +71,9 @@ def stats_measure(loaded: LoadedModel, top_k: int, softmax: bool = False) -> Mea
 def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False, cache: HeadCache | None = None) -> Measure:
     """Both models' NLL, KL both ways, A's cross-entropy into B and top-1 agreement at the same positions
     (compare); softmax: each NLL as nll_measure computes it then (the rest from the blocked pass either way);
-    cache: A's head inputs from an earlier pass (HeadCache; not for llama.cpp, whose logits are borrowed)."""
+    cache: A's head inputs from an earlier pass (HeadCache; not for a backend that lends them in pieces)."""
     head_a, head_b = model_head(a), model_head(b)
-    if isinstance(head_a, LlamaCppHead):
+    if head_a.in_pieces:
         cache = None
 
     def one(ha: Head, hb: Head, targets: torch.Tensor) -> Values:
@@ -87,7 +87,7 @@ def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False, cache: H
 
     def measure(batch: BatchInputs) -> Values:
         whole_a = None
-        if not isinstance(head_a, LlamaCppHead):
+        if not head_a.in_pieces:
             whole_a = head_a(batch) if cache is None else cache.get(lambda: head_a(batch))
         parts = _paired(head_a, head_b, batch, whole_a)
         return _joined(one(ha, hb, batch.targets[part]) for part, ha, hb in parts)
@@ -96,16 +96,16 @@ def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False, cache: H
 
 
 def _paired(
-    head_a: ModelHead | LlamaCppHead, head_b: ModelHead | LlamaCppHead, batch: BatchInputs, whole_a: Head | None
+    head_a: ModelHead, head_b: ModelHead, batch: BatchInputs, whole_a: Head | None
 ) -> Iterator[tuple[slice, Head, Head]]:
-    """Both heads over the same parts of the batch's positions: llama.cpp's parts, with the other head's
-    rows cut to match (two llama.cpp heads part a batch the same way)."""
-    if whole_a is not None and not isinstance(head_b, LlamaCppHead):
+    """Both heads over the same parts of the batch's positions: the parts of a head handed over in pieces
+    (llama.cpp's), with the other head's rows cut to match (two such heads part a batch the same way)."""
+    if whole_a is not None and not head_b.in_pieces:
         yield slice(None), whole_a, head_b(batch)
     elif whole_a is not None:
         for part, hb in head_b.parts(batch):
             yield part, whole_a.rows(part), hb
-    elif not isinstance(head_b, LlamaCppHead):
+    elif not head_b.in_pieces:
         whole_b = head_b(batch)
         for part, ha in head_a.parts(batch):
             yield part, ha, whole_b.rows(part)

@@ -66,13 +66,9 @@ class Plan:
         }
 
 
-def model_context(model: Any) -> int | None:
-    config = model.config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+def model_context(loaded: LoadedModel) -> int | None:
+    """The longest input the model was trained for, as its backend tells (None: unknown)."""
+    return loaded.backend.context_length
 
 
 def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
@@ -81,7 +77,7 @@ def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
         raise UsageError(f"--bos {settings.bos.value}: the {protocol.value} protocol fixes where BOS goes")
     if protocol in FIXED_STRIDE and settings.stride is not None:
         raise UsageError(f"--stride: the {protocol.value} protocol fixes how its windows advance")
-    context = model_context(loaded.model)
+    context = model_context(loaded)
     default = min(context or DEFAULT_CONTEXT_CAP, DEFAULT_LENGTH.get(protocol, DEFAULT_CONTEXT_CAP))
     if protocol is Protocol.lm_eval:
         default = context or DEFAULT_CONTEXT_CAP  # lm-eval's max_length: the model's whole context

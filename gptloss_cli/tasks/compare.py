@@ -82,7 +82,7 @@ def compare_documents(
 
 
 def _vocab(lm: LoadedModel) -> int:
-    return int(lm.model.config.get_text_config().vocab_size)
+    return lm.backend.vocab_size
 
 
 def _column(loss: DocumentLosses, name: str, dtype: type) -> np.ndarray:
