@@ -138,6 +138,7 @@ def test_each_candidate_equals_its_own_comparison(tmp_path: Path, model_dirs) ->
 
 def test_non_finite_losses_are_one_clear_error(pair) -> None:
     from gptloss_cli.core.engine import Scorer
+    from gptloss_cli.core.measures import Measure, NllValues
     from gptloss_cli.errors import GptlossError
     from gptloss_cli.tasks.score import ScoreRun
 
@@ -146,10 +147,10 @@ def test_non_finite_losses_are_one_clear_error(pair) -> None:
     def overflowing(batch):
         nll = torch.ones(batch.targets.shape[0])
         nll[0] = float("nan")
-        return {"nll": nll}
+        return NllValues(nll)
 
     with pytest.raises(GptlossError, match="1 of .* values of nll are not finite"):
-        Scorer(overflowing, "cpu").score(run_.tokenized, run_.plan)
+        Scorer(Measure(NllValues, overflowing), "cpu").score(run_.tokenized, run_.plan)
 
 
 def test_a_candidate_that_fails_is_a_row_of_its_own(tmp_path: Path, model_dirs, monkeypatch) -> None:

@@ -53,21 +53,44 @@ def test_the_compiled_step_is_for_compiled_models_on_accelerators() -> None:
     assert compiled_step("cuda:0", compiled=True) is compiled_step("cuda", compiled=True)  # made lazily, once
 
 
+def broken_compile(fn):
+    def call(*args):
+        raise RuntimeError("no compiler here")
+
+    return call
+
+
+FALLBACK = "gptloss: torch.compile unavailable (RuntimeError); LM head runs eagerly"
+
+
 def test_a_failed_compile_falls_back_to_the_eager_step(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    def broken(fn):
-        def call(*args):
-            raise RuntimeError("no compiler here")
-
-        return call
-
-    monkeypatch.setattr(fused.torch, "compile", broken)
+    monkeypatch.setattr(fused.torch, "compile", broken_compile)
     step = CompiledStep()
     head = LinearHead(torch.randn(50, 8), None, None)
     features, targets = torch.randn(7, 8), torch.randint(0, 50, (7,))
     got = head_nll(features, targets, head, rows=4, vocab_block=16, step=step)
     torch.testing.assert_close(got, direct_nll(head, features, targets), rtol=RTOL, atol=1e-5)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["gptloss: torch.compile unavailable (RuntimeError); LM head runs eagerly"]
+    assert step.fallback == FALLBACK and step.compiled is None
+    assert capsys.readouterr().err == ""  # the library prints nothing: the caller tells
+
+
+def test_the_cli_tells_why_the_head_runs_eagerly(monkeypatch: pytest.MonkeyPatch, model_dirs, tmp_path) -> None:
+    """The process's compiled step fell back (as on a GPU without a compiler backend): the command says so on
+    stderr once, after its work, in the words the step gave."""
+    text = tmp_path / "t.txt"
+    text.write_text("The cat sat on the mat.", encoding="utf-8")
+    monkeypatch.setattr(fused.torch, "compile", broken_compile)
+    fused._the_step.cache_clear()
+    try:
+        step = compiled_step("cuda", compiled=True)  # the process's step, run here on CPU tensors
+        assert step is not None and fused.compile_fallback() is None
+        head = LinearHead(torch.randn(50, 8), None, None)
+        head_nll(torch.randn(3, 8), torch.randint(0, 50, (3,)), head, step=step)
+        first, second = run("score", text, "-m", model_dirs["llama"]), run("score", text, "-m", model_dirs["llama"])
+    finally:
+        fused._the_step.cache_clear()
+    assert first.exit_code == 0 and second.exit_code == 0, first.stderr
+    assert FALLBACK in first.stderr.splitlines() and FALLBACK not in second.stderr
 
 
 def test_compile_option_keeps_the_numbers(model_dirs, tmp_path) -> None:

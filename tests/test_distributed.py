@@ -218,6 +218,7 @@ def test_an_offloaded_head_runs_as_a_module(model_dirs, texts, tmp_path: Path) -
 
     from gptloss_cli.core.plan import WindowSettings
     from gptloss_cli.inputs.document import Document
+    from gptloss_cli.models.hf import TransformersBackend
     from gptloss_cli.models.loader import load_model
     from gptloss_cli.models.spec import LoadedModel
     from gptloss_cli.tasks.score import ScoreRun
@@ -228,7 +229,7 @@ def test_an_offloaded_head_runs_as_a_module(model_dirs, texts, tmp_path: Path) -
     )
     assert offloaded.lm_head.weight.device.type == "meta"
     plain = load_model(str(path))
-    placed = LoadedModel(offloaded, plain.tokenizer, replace(plain.info, device="cpu"))
+    placed = LoadedModel(TransformersBackend(offloaded), plain.tokenizer, replace(plain.info, device="cpu"))
     docs = [Document(TEXTS["a.txt"], "a")]
     settings = WindowSettings(max_length=24, stride=12)
     got, expected = ScoreRun(placed, docs, settings).run().total, ScoreRun(plain, docs, settings).run().total

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import ARCHS, labels_loss_sum
 
-from gptloss_cli.core.heads import KNOWN_HEADS, ModelHead, head_matches, split_head
 from gptloss_cli.core.plan import WindowSettings, make_plan
 from gptloss_cli.core.windows import plan_windows, tokenize
 from gptloss_cli.inputs.document import Document
+from gptloss_cli.models.hf import KNOWN_HEADS, TransformersBackend, head_matches, split_head
 from gptloss_cli.tasks.score import score_documents
 
 TEXTS = [
@@ -109,7 +109,7 @@ def test_known_heads_reproduce_model_logits(loaded, arch: str) -> None:
     """The split (body + head) path must equal the model's own logits for every listed type."""
     lm = loaded[arch]
     assert lm.model.config.model_type in KNOWN_HEADS
-    head = ModelHead(lm.model)
+    head = TransformersBackend(lm.model)
     assert head.split is not None
     assert head_matches(lm.model, *head.split)
 

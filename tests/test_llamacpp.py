@@ -49,7 +49,7 @@ def test_nll_matches_llama_cpp_python_own_logits(text: Path) -> None:
     """One window: each token's NLL from llama-cpp-python's high-level Llama (all logits, decoded in steps of
     the backend's PIECE tokens: llama.cpp's kernels give other step sizes other last digits), log-softmax in
     float64 by hand, against the backend's blocked float32 pass."""
-    from gptloss_cli.core.heads import PIECE
+    from gptloss_cli.models.llamacpp import PIECE
     from gptloss_cli.models.loader import bundled_gguf
     from gptloss_cli.models.spec import BUNDLED
 

@@ -119,14 +119,20 @@ class Bar:
 
 @contextmanager
 def progress(label: str) -> Iterator[Bar]:
-    """A progress bar on stderr, shown only on a terminal: tokens, documents, rates and time left."""
+    """A progress bar on stderr, shown only on a terminal: tokens, documents, rates and time left; after the
+    work, why the LM head ran eagerly if --compile's compiled step failed."""
+    from ..core.fused import compile_fallback
+
     err = stderr()
     if not err.is_terminal or not leader():
         yield Bar()
-        return
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), _Rates())
-    with Progress(*columns, TimeRemainingColumn(), console=err, transient=True) as bar:
-        yield Bar(bar, bar.add_task(label, total=None, docs=0, documents=0))
+    else:
+        columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), _Rates())
+        with Progress(*columns, TimeRemainingColumn(), console=err, transient=True) as bar:
+            yield Bar(bar, bar.add_task(label, total=None, docs=0, documents=0))
+    reason = compile_fallback()
+    if reason is not None:
+        note(reason)
 
 
 def emit(content: RenderableType | str, output: Path | None, summary: str = "") -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,11 +25,12 @@ import torch
 from ..errors import GptlossError
 from .batches import all_windows, batch_inputs, batches
 from .distributed import SOLO, RankFailed, World, decode, encode, error_message, share
-from .measures import Measure
+from .measures import Measure, NllValues, Values
 from .plan import Plan
 from .windows import TokenizedDocument, Window
 
 Progress = Callable[[int], None]  # called with the number of tokens just scored
+V = TypeVar("V", bound=Values)
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,18 @@ class Scored:
 
     positions: np.ndarray  # (k,) int64 document token indices, increasing
     context: np.ndarray  # (k,) int64 tokens the model saw before each (BOS included)
-    values: dict[str, np.ndarray]  # what the measure gave: name -> (k, ...), float64 or int64
+    values: Values  # what the measure gave (measures.NllValues, ...): columns (k, ...), float64, int64 or bool
 
     @property
     def nll(self) -> np.ndarray:
-        return self.values["nll"]
+        return self.values_as(NllValues).nll
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.values[name]
+    def values_as(self, kind: type[V]) -> V:
+        """The values as the record `kind` (what the measure gives, or a record it extends); a TypeError if
+        they were measured otherwise."""
+        if not isinstance(self.values, kind):
+            raise TypeError(f"these tokens were measured as {type(self.values).__name__}, not {kind.__name__}")
+        return self.values
 
 
 @dataclass(frozen=True)
@@ -87,13 +93,13 @@ class Scorer:
         left = Counter(w.doc for w in windows)
         for i, doc in enumerate(docs):
             if left[i] == 0 and i not in skip and (within is None or i in within):
-                yield i, assemble(doc, [])
+                yield i, assemble(doc, [], self.measure.kind)
         parts: dict[int, list[Scored]] = defaultdict(list)
         for window, part in self._run(docs, plan, windows, progress, skip):
             parts[window.doc].append(part)
             left[window.doc] -= 1
             if left[window.doc] == 0:
-                yield window.doc, assemble(docs[window.doc], parts.pop(window.doc))
+                yield window.doc, assemble(docs[window.doc], parts.pop(window.doc), self.measure.kind)
 
     def windows(
         self, docs: list[TokenizedDocument], plan: Plan, progress: Progress | None = None
@@ -150,15 +156,16 @@ class Scorer:
                 failed = [(rank, error) for rank, (_, error) in enumerate(received) if error is not None]
                 if failed:
                     raise RankFailed(f"rank {failed[0][0]}: {failed[0][1]}")
-                done = [(windows[n], _scored(fields)) for items, _ in received for n, fields in items]
+                kind = self.measure.kind
+                done = [(windows[n], _scored(fields, kind)) for items, _ in received for n, fields in items]
                 if progress:
                     progress(sum(len(p.positions) for _, p in done))
                 yield from done
 
     def _batch(self, docs: list[TokenizedDocument], batch: list[Window], plan: Plan) -> list[Scored]:
         inputs = batch_inputs(docs, batch, plan, self.device)
-        values = {name: _numpy(tensor) for name, tensor in self.measure(inputs).items()}  # name -> (M, ...)
-        for name, value in values.items():
+        values = self.measure(inputs).to_numpy()  # columns (M, ...)
+        for name, value in values.columns().items():
             bad = int((~np.isfinite(value)).sum()) if value.dtype.kind == "f" else 0
             if bad:
                 raise GptlossError(
@@ -168,17 +175,19 @@ class Scorer:
         out, lo = [], 0
         for positions, context in inputs.meta:
             hi = lo + len(positions)
-            out.append(Scored(positions, context, {name: v[lo:hi] for name, v in values.items()}))
+            out.append(Scored(positions, context, values.take(lo, hi)))
             lo = hi
         return out
 
 
 def _fields(part: Scored) -> dict[str, np.ndarray]:
-    return {"positions": part.positions, "context": part.context, **{f"v.{k}": v for k, v in part.values.items()}}
+    """A window's scored tokens as named arrays, as the ranks exchange them (core.distributed)."""
+    values = part.values.columns()
+    return {"positions": part.positions, "context": part.context, **{f"v.{k}": v for k, v in values.items()}}
 
 
-def _scored(fields: dict[str, np.ndarray]) -> Scored:
-    values = {k[2:]: v for k, v in fields.items() if k.startswith("v.")}
+def _scored(fields: dict[str, np.ndarray], kind: type[Values]) -> Scored:
+    values = kind.of({k[2:]: v for k, v in fields.items() if k.startswith("v.")})
     return Scored(fields["positions"], fields["context"], values)
 
 
@@ -194,22 +203,14 @@ def _in_order(windows: list[Window], stream: Iterator[tuple[Window, Scored]]) ->
             turn += 1
 
 
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    """float64 for floats (sums stay exact enough), bool as it is, int64 otherwise."""
-    if tensor.is_floating_point():
-        return tensor.double().cpu().numpy()
-    if tensor.dtype == torch.bool:
-        return tensor.cpu().numpy()
-    return tensor.long().cpu().numpy()
-
-
-def assemble(doc: TokenizedDocument, parts: list[Scored]) -> DocumentLosses:
-    """A document's windows joined and put in position order (windows may come in any order)."""
+def assemble(doc: TokenizedDocument, parts: list[Scored], kind: type[Values]) -> DocumentLosses:
+    """A document's windows joined and put in position order (windows may come in any order); kind: the
+    measure's record, of which a document with no scored token gets an empty one."""
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
-        return DocumentLosses(empty, empty, {"nll": np.zeros(0, dtype=np.float64)}, doc)
+        return DocumentLosses(empty, empty, kind.empty(), doc)
     positions = np.concatenate([p.positions for p in parts])
     order = np.argsort(positions, kind="stable")
-    values = {name: np.concatenate([p.values[name] for p in parts])[order] for name in parts[0].values}
+    values = kind.concat([p.values for p in parts]).map(lambda column: column[order])
     context = np.concatenate([p.context for p in parts])[order]
     return DocumentLosses(positions[order], context, values, doc)

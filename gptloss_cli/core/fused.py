@@ -18,7 +18,6 @@ long runs, as the compiled body does.
 from __future__ import annotations
 
 import functools
-import sys
 
 import torch
 
@@ -48,12 +47,13 @@ def nll_step(
 
 
 class CompiledStep:
-    """nll_step through torch.compile, falling back to the eager function for good (with one line on stderr)
-    if compiling fails, as it does where no compiler backend is installed."""
+    """nll_step through torch.compile, falling back to the eager function for good if compiling fails, as it
+    does where no compiler backend is installed; `fallback` then says so, for the caller to tell."""
 
     def __init__(self) -> None:
         self.compiled: Step | None = torch.compile(nll_step)
         self.tried = False
+        self.fallback: str | None = None  # why the LM head runs eagerly, once compiling failed
 
     def __call__(self, *args: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.compiled is None:
@@ -65,7 +65,7 @@ class CompiledStep:
         except torch.OutOfMemoryError:
             raise
         except Exception as error:  # noqa: BLE001 - any compiler failure: the eager step gives the same numbers
-            print(f"gptloss: torch.compile unavailable ({type(error).__name__}); LM head runs eagerly", file=sys.stderr)
+            self.fallback = f"gptloss: torch.compile unavailable ({type(error).__name__}); LM head runs eagerly"
             self.compiled = None
             return nll_step(*args)  # type: ignore[arg-type]
         self.tried = True
@@ -75,6 +75,16 @@ class CompiledStep:
 def compiled_step(device: str, compiled: bool) -> CompiledStep | None:
     """The compiled NLL step (one per process) for a model run with --compile on an accelerator, else None."""
     return _the_step() if compiled and device != "cpu" else None
+
+
+def compile_fallback() -> str | None:
+    """Why this process's LM head runs eagerly though --compile asked for the compiled step (compiling failed),
+    told once; None when it did not fall back (or was told already)."""
+    if _the_step.cache_info().currsize == 0:  # never made: nothing compiled, nothing fell back
+        return None
+    step = _the_step()
+    reason, step.fallback = step.fallback, None
+    return reason
 
 
 @functools.cache

@@ -16,6 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
+# The value types a backend hands over (models.backend), read here a block at a time; named here too, since
+# the head math of core is written in them.
+from ..models.backend import BlockedHead as BlockedHead
+from ..models.backend import BorrowedLogits as BorrowedLogits
+from ..models.backend import Head as Head
+from ..models.backend import LinearHead as LinearHead
+from ..models.backend import finish_logits as finish_logits
+
 ROWS = 256  # positions per block on CPU: a block's logits stay in cache
 VOCAB_BLOCK = 2048  # vocabulary entries per block on CPU
 GPU_ROWS = 2048  # on accelerators small blocks would be launch-bound: 256 MiB of float32 logits per block
@@ -35,94 +43,6 @@ def block_sizes(device: torch.device, rows: int | None = None, vocab_block: int 
 def logits_rows(vocab: int) -> int:
     """Rows of whole logits (M, V) converted to float32 at a time."""
     return max(1, LOGITS_CHUNK_BYTES // (4 * max(1, vocab)))
-
-
-def finish_logits(raw: torch.Tensor, bias: torch.Tensor | None, softcap: float | None) -> torch.Tensor:
-    """The matmul's output (m, b) in the model's dtype -> float32 logits: + bias, then the soft cap."""
-    block = raw.float()  # (m, b)
-    if bias is not None:
-        block += bias.float()
-    if softcap:
-        block = torch.tanh(block / softcap) * softcap
-    return block
-
-
-@dataclass(frozen=True)
-class LinearHead:
-    """logits = softcap(features @ weight.T + bias); softcap(x) = tanh(x / cap) * cap when cap is set."""
-
-    weight: torch.Tensor  # (V, D)
-    bias: torch.Tensor | None  # (V,)
-    softcap: float | None
-
-    def logits(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
-        """float32 logits of vocabulary entries [lo, hi) for features (M, D): (M, hi - lo)."""
-        return finish_logits(self.raw(features, lo, hi), self.bias_block(lo, hi), self.softcap)  # (M, hi - lo)
-
-    def raw(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
-        """The matmul's output for entries [lo, hi), in the model's dtype: (M, hi - lo)."""
-        return features @ self.weight[lo:hi].T
-
-    def bias_block(self, lo: int = 0, hi: int | None = None) -> torch.Tensor | None:
-        return None if self.bias is None else self.bias[lo:hi]
-
-    @property
-    def vocab(self) -> int:
-        return int(self.weight.shape[0])
-
-    def logits_at(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """float32 logit of entry ids[i] for features[i]: (M,). Computed row by row, so it may differ
-        from the blocked matmul's value in the last bits."""
-        value = (features.float() * self.weight[ids].float()).sum(dim=-1)  # (M,)
-        value = value.to(features.dtype).float()  # rounded as the matmul output is, so ties stay ties
-        if self.bias is not None:
-            value += self.bias[ids].float()
-        if self.softcap:
-            value = torch.tanh(value / self.softcap) * self.softcap
-        return value
-
-
-@dataclass(frozen=True)
-class BorrowedLogits:
-    """Logits (M, V) held in memory that is not ours (llama.cpp's output buffer), read as a linear head's
-    are computed: a float32 copy of one block at a time, never written. The `features` handed to its
-    methods are those logits."""
-
-    vocab: int
-
-    def logits(self, features: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
-        """float32 copy of entries [lo, hi) of logits (M, V): (M, hi - lo), the caller's to overwrite."""
-        return features[:, lo:hi].to(torch.float32, copy=True)
-
-    def logits_at(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """float32 logit of entry ids[i] in row i: (M,)."""
-        return features.gather(1, ids.unsqueeze(1)).squeeze(1).float()
-
-
-BlockedHead = LinearHead | BorrowedLogits  # what the blocked passes read logits through
-
-
-class Head:
-    """A head read a block at a time (a linear head with its inputs, or borrowed logits), or logits given
-    whole (models whose head cannot be split off; read with torch's log-softmax)."""
-
-    def __init__(self, inputs: torch.Tensor, linear: BlockedHead | None) -> None:
-        self.inputs = inputs  # (M, D) features, or (M, V) logits when linear is None or BorrowedLogits
-        self.linear = linear
-
-    @property
-    def vocab(self) -> int:
-        return self.linear.vocab if self.linear is not None else int(self.inputs.shape[1])
-
-    def rows(self, part: slice) -> Head:
-        """The same head at rows `part` only."""
-        return Head(self.inputs[part], self.linear)
-
-    def block(self, rows: slice, lo: int, hi: int) -> torch.Tensor:
-        """float32 logits of rows, vocabulary entries [lo, hi): (m, hi - lo)."""
-        if self.linear is not None:
-            return self.linear.logits(self.inputs[rows], lo, hi)
-        return self.inputs[rows, lo:hi].float()
 
 
 @dataclass(frozen=True)

@@ -69,13 +69,9 @@ class Plan:
         }
 
 
-def model_context(model: Any) -> int | None:
-    config = model.config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+def model_context(loaded: LoadedModel) -> int | None:
+    """The longest input the model was trained for, as its backend tells (None: unknown)."""
+    return loaded.backend.context_length
 
 
 def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
@@ -85,7 +81,7 @@ def make_plan(loaded: LoadedModel, settings: WindowSettings) -> Plan:
         raise UsageError(f"--bos {settings.bos.value}: the {chosen.name} protocol fixes where BOS goes")
     if not chosen.takes_stride and settings.stride is not None:
         raise UsageError(f"--stride: the {chosen.name} protocol fixes how its windows advance")
-    context = model_context(loaded.model)
+    context = model_context(loaded)
     max_length = settings.max_length or chosen.default_length(context)
     if context is not None and max_length > context:
         raise GptlossError(f"--max-length {max_length} exceeds this model's context of {context} tokens")

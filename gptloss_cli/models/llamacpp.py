@@ -5,34 +5,25 @@ activations too), not the dequantised float32 weights the transformers backend r
 BOS and masks are unchanged: this module only turns a window's token ids into float32 logits at the input
 positions asked for. Logits stay in llama.cpp's output buffer (read a block at a time by the engine, never
 copied whole): a window is decoded a piece at a time, so the buffer holds a piece's rows of the vocabulary
-(64 MB for core.heads' pieces of 64 positions of Gemma's 262,144 entries) whatever the window's length.
+(64 MB for pieces of PIECE = 64 positions of Gemma's 262,144 entries) whatever the window's length.
 """
 
 from __future__ import annotations
 
 import ctypes
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from ..errors import GptlossError
+from .backend import BorrowedLogits, Head
 
+PIECE = 64  # tokens per llama.cpp step: its output buffer holds this many rows of the vocabulary
 MAX_PIECE = 512  # most tokens per llama.cpp step (llama-perplexity's default n_ubatch)
 INSTALL = "pip install 'gptloss[llama-cpp]' (builds llama.cpp from source; see the README)"
-
-
-@dataclass(frozen=True)
-class LlamaCppConfig:
-    """What the engine reads of a model's config: its training context and its vocabulary size."""
-
-    max_position_embeddings: int
-    vocab_size: int
-
-    def get_text_config(self) -> LlamaCppConfig:
-        return self
 
 
 def import_llama_cpp() -> Any:
@@ -45,23 +36,20 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
-_SILENT: Any = None  # the log callback must outlive every call into llama.cpp
+class LlamaCppBackend:
+    """A loaded GGUF model and one llama.cpp context, sized for the longest window seen so far, as a Backend:
+    logits at a batch's scored positions, window by window and, within a window, a piece of PIECE tokens at
+    a time (llama.cpp steps of the same length from the window's start: where the steps fall changes the
+    numbers in the last digits, so they fall the same way in every run and every command). With windows of a
+    multiple of PIECE this reproduces llama-perplexity's numbers. Each piece's logits are lent (llama.cpp's
+    output buffer), valid until the next."""
 
-
-def _quiet(llama_cpp: Any) -> None:
-    """Send llama.cpp's log lines nowhere (it prints every tensor it loads on stderr)."""
-    global _SILENT
-    if _SILENT is None:
-        _SILENT = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_SILENT, ctypes.c_void_p(0))
-
-
-class LlamaCppModel:
-    """A loaded GGUF model and one llama.cpp context, sized for the longest window seen so far."""
+    in_pieces = True
+    _log_sink: ClassVar[Any] = None  # llama.cpp's log callback: it must outlive every call into llama.cpp
 
     def __init__(self, path: Path, threads: int) -> None:
         llama_cpp = import_llama_cpp()
-        _quiet(llama_cpp)
+        self._quiet(llama_cpp)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
@@ -71,10 +59,39 @@ class LlamaCppModel:
         self.lib, self.handle, self.threads = llama_cpp, model, threads
         vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
-        self.config = LlamaCppConfig(int(llama_cpp.llama_model_n_ctx_train(model)), self.n_vocab)
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
         self.ctx: Any = None
         self.n_ctx = self.piece = 0
         self.batch = llama_cpp.llama_batch_init(MAX_PIECE, 0, 1)
+
+    @classmethod
+    def _quiet(cls, llama_cpp: Any) -> None:
+        """Send llama.cpp's log lines nowhere (it prints every tensor it loads on stderr), once a process."""
+        if cls._log_sink is None:
+            cls._log_sink = llama_cpp.llama_log_callback(lambda level, text, data: None)
+            llama_cpp.llama_log_set(cls._log_sink, ctypes.c_void_p(0))
+
+    @property
+    def context_length(self) -> int:
+        return self.n_ctx_train
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_vocab
+
+    def heads(
+        self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> Iterator[tuple[slice, Head]]:
+        """(positions of the batch's M, their borrowed logits) in order; each valid until the next."""
+        at_rows, at_cols = rows.cpu().numpy(), cols.cpu().numpy()
+        head, done = BorrowedLogits(self.n_vocab), 0
+        for b in range(ids.shape[0]):
+            real = mask[b].cpu().numpy().astype(bool)  # (T,)
+            pad = int(np.argmax(real))  # left padding (0 when padded on the right)
+            want = at_cols[at_rows == b] - 1 - pad  # (k,) input positions whose logits predict the targets
+            for k, logits in self.logits(ids[b].cpu().numpy()[real], want, PIECE):
+                yield slice(done, done + k), Head(torch.from_numpy(logits), head)
+                done += k
 
     def _context(self, length: int, piece: int) -> Any:
         """A context that holds `length` tokens, decoded `piece` at a time (a new one when the last was too

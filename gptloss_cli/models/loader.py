@@ -94,7 +94,9 @@ def load_model(
     if compile:
         compile_body(model)
     info = ModelInfo(spec, name, kind, sha, revision, dt, dev, parts, compile)
-    return LoadedModel(model=model, tokenizer=tokenizer, info=info)
+    from .hf import TransformersBackend
+
+    return LoadedModel(backend=TransformersBackend(model), tokenizer=tokenizer, info=info)
 
 
 def _load_llama_cpp(spec: str, found: tuple[str, str | None, str], tokenizer: Tokenizer | None) -> LoadedModel:
@@ -104,12 +106,12 @@ def _load_llama_cpp(spec: str, found: tuple[str, str | None, str], tokenizer: To
         raise GptlossError(f"{spec}: --backend llama.cpp runs GGUF files: give a .gguf file or a bundled alias")
     import torch
 
-    from .llamacpp import LlamaCppModel
+    from .llamacpp import LlamaCppBackend
 
     path = bundled_gguf(BUNDLED[spec])[0] if kind == "bundled" else Path(spec).expanduser()
-    model = LlamaCppModel(path, torch.get_num_threads())
+    backend = LlamaCppBackend(path, torch.get_num_threads())
     info = ModelInfo(spec, name, kind, sha, None, "gguf", "cpu", backend=Backend.llama_cpp.value)
-    return LoadedModel(model=model, tokenizer=tokenizer, info=info)
+    return LoadedModel(backend=backend, tokenizer=tokenizer, info=info)
 
 
 def compile_body(model: Any) -> None:

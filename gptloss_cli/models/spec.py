@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # not at run time: torch and transformers load only with a model
+    from transformers import PreTrainedModel
+
+    from . import backend as backends
 
 DEFAULT_MODEL = "gemma-3-270m"
 
@@ -84,9 +89,19 @@ class ModelInfo:
 
 @dataclass
 class LoadedModel:
-    model: Any  # a transformers PreTrainedModel in eval mode
+    backend: backends.Backend  # what runs the model: transformers (models.hf) or llama.cpp (models.llamacpp)
     tokenizer: Tokenizer
     info: ModelInfo
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The transformers model the backend runs, for code that runs it directly (reference computations);
+        a TypeError for other backends."""
+        from .hf import TransformersBackend
+
+        if not isinstance(self.backend, TransformersBackend):
+            raise TypeError(f"{self.info.spec} runs in {self.info.backend}, not as a transformers model")
+        return self.backend.model
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,10 @@ def analyse(analyses: Analyses, loss: DocumentLosses, label: int | None) -> Docu
         buckets = PositionBuckets.of(loss.context, loss.nll, analyses.by_position)
     member = None
     if analyses.min_k is not None and loss.tokens is not None:
-        mean, sd = loss.values.get("mean_logp"), loss.values.get("sd_logp")
-        empty = np.zeros(0)
-        mean, sd = (empty, empty) if mean is None or sd is None else (mean, sd)
+        from ..core.measures import MomentValues  # at run time only: reading results needs no torch
+
+        moments = loss.values if isinstance(loss.values, MomentValues) else MomentValues.empty()
+        mean, sd = moments.mean_logp, moments.sd_logp
         member = membership(loss.tokens, loss.positions, loss.nll, mean, sd, analyses.min_k)
     return DocumentAnalyses(buckets, member, label)
 

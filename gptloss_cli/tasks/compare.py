@@ -20,7 +20,7 @@ import numpy as np
 from ..core.distributed import SOLO, World
 from ..core.engine import DocumentLosses, Progress, Scorer
 from ..core.heads import HeadCache
-from ..core.measures import nll_measure, pair_measure
+from ..core.measures import PairValues, nll_measure, pair_measure
 from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
 from ..core.totals import Bootstrap, document_totals
 from ..core.windows import TokenizedDocument
@@ -82,17 +82,12 @@ def compare_documents(
 
 
 def _vocab(lm: LoadedModel) -> int:
-    return int(lm.model.config.get_text_config().vocab_size)
-
-
-def _column(loss: DocumentLosses, name: str, dtype: type) -> np.ndarray:
-    """A measured column; a document with no scored token has none, so an empty one."""
-    return loss.values.get(name, np.zeros(0, dtype=dtype))
+    return lm.backend.vocab_size
 
 
 def _same_vocabulary(doc: TokenizedDocument, loss: DocumentLosses) -> DocumentPair:
-    positions = loss.positions
-    nll_a, nll_b = _column(loss, "nll_a", np.float64), _column(loss, "nll_b", np.float64)
+    positions, pair = loss.positions, loss.values_as(PairValues)
+    nll_a, nll_b = pair.nll_a, pair.nll_b
     starts, ends = doc.owned_spans()
     spans = np.stack([starts[positions], ends[positions]], axis=1) if len(positions) else np.zeros((0, 2), int)
     return DocumentPair(
@@ -103,11 +98,11 @@ def _same_vocabulary(doc: TokenizedDocument, loss: DocumentLosses) -> DocumentPa
         spans,
         nll_a,
         nll_b,
-        _column(loss, "kld", np.float64),
+        pair.kld,
         np.exp(-nll_b) - np.exp(-nll_a),
-        _column(loss, "same_top1", bool),
-        kld_reverse=_column(loss, "kld_reverse", np.float64),
-        cross_entropy=_column(loss, "cross_entropy", np.float64),
+        pair.same_top1,
+        kld_reverse=pair.kld_reverse,
+        cross_entropy=pair.cross_entropy,
     )
 
 

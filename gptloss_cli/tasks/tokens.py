@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.distributed import SOLO, World
 from ..core.engine import Progress, Scored, Scorer
-from ..core.measures import nll_measure, stats_measure
+from ..core.measures import StatsValues, nll_measure, stats_measure
 from ..core.plan import WindowSettings
 from ..core.totals import LN2, Totals, document_totals
 from ..core.windows import TokenizedDocument
@@ -117,7 +117,8 @@ def token_records(
     """One record per scored token of `part` (measured with stats_measure), in position order."""
     text = tokens.document.text
     starts, ends = tokens.owned_spans()  # (n,), (n,)
-    top_ids, top_logprobs = part["top_ids"], part["top_logprobs"]  # (k, K), (k, K)
+    stats = part.values_as(StatsValues)
+    top_ids, top_logprobs = stats.top_ids, stats.top_logprobs  # (k, K), (k, K)
     k = top_ids.shape[1]
     top_texts = pieces(top_ids.ravel().tolist()) if top_ids.size else []
     records = []
@@ -135,8 +136,8 @@ def token_records(
                 nll=float(part.nll[j]),
                 token_id=int(tokens.ids[pos]),
                 token=text[start:end],
-                rank=int(part["rank"][j]),
-                entropy=float(part["entropy"][j]),
+                rank=int(stats.rank[j]),
+                entropy=float(stats.entropy[j]),
                 context=int(part.context[j]),
                 top=top,
             )
