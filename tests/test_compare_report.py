@@ -18,7 +18,7 @@ from gptloss_cli.core.plan import WindowSettings
 from gptloss_cli.inputs.document import Document
 from gptloss_cli.models.loader import load_model
 from gptloss_cli.tasks.compare import compare_documents
-from gptloss_cli.tasks.compare_stats import LogPplRatio
+from gptloss_cli.tasks.compare.stats import LogPplRatio
 
 TEXT = "The cat sat on the mat. The dog sat on the log. Perplexity is the exponential of the mean NLL."
 

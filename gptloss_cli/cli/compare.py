@@ -197,8 +197,7 @@ def compare_candidates(
     from ..core.heads import HeadCache
     from ..render.compare import sweep_json, sweep_view
     from ..render.format import to_json
-    from ..tasks.compare import compare_documents
-    from ..tasks.compare_result import CompareResult, FailedCandidate
+    from ..tasks.compare import CompareResult, FailedCandidate, compare_documents
 
     (a, first), documents, world = prepare(inputs, [base, candidates[0]], window.bos, outputs)
     pending, cache = [first], HeadCache()

@@ -46,7 +46,7 @@ def explain(
     if text is not None:
         if target is not None:
             raise UsageError("--target goes with --probs or --logits; with --text each next token is the target")
-        from ..tasks.explain_text import explain_text
+        from ..tasks.explain import explain_text
 
         positions = explain_text(load(model), text, WindowSettings(bos=bos), top_k)
         emit(to_json(positions.to_dict()) if fmt is Format.json else positions_table(positions, top_k), None)

@@ -17,20 +17,20 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..core.distributed import SOLO, World
-from ..core.engine import DocumentLosses, Progress, Scorer
-from ..core.heads import HeadCache
-from ..core.measures import nll_measure, pair_measure
-from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
-from ..core.totals import Bootstrap, document_totals
-from ..core.windows import TokenizedDocument
-from ..core.words import per_word
-from ..errors import GptlossError
-from ..inputs.document import Document
-from ..models.spec import LoadedModel
-from .compare_result import CompareResult, DocumentPair
-from .documents import refuse_masks
-from .protocols import protocol_card
+from ...core.distributed import SOLO, World
+from ...core.engine import DocumentLosses, Progress, Scorer
+from ...core.heads import HeadCache
+from ...core.measures import nll_measure, pair_measure
+from ...core.plan import Plan, WindowSettings, make_plan, tokenize_document
+from ...core.totals import Bootstrap, document_totals
+from ...core.windows import TokenizedDocument
+from ...core.words import per_word
+from ...errors import GptlossError
+from ...inputs.document import Document
+from ...models.spec import LoadedModel
+from ..documents import refuse_masks
+from ..protocols import protocol_card
+from .result import CompareResult, DocumentPair
 
 
 def compare_documents(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.plan import WindowSettings
-from ..errors import GptlossError
-from ..inputs.document import Document
-from ..models.spec import LoadedModel, ModelInfo
-from .explain import SCHEMA, finite, safe_exp
-from .tokens import TokenRecord, TokenRun
+from ...core.plan import WindowSettings
+from ...errors import GptlossError
+from ...inputs.document import Document
+from ...models.spec import LoadedModel, ModelInfo
+from ..tokens import TokenRecord, TokenRun
+from .prediction import SCHEMA, finite, safe_exp
 
 
 @dataclass(frozen=True)

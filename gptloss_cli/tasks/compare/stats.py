@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.totals import Bootstrap, stderr
+from ...core.totals import Bootstrap, stderr
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
     *(("max", 100.0), ("99.9", 99.9), ("99", 99.0), ("95", 95.0), ("90", 90.0)),

@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from ..core.plan import Plan
-from ..core.totals import Bootstrap, Totals, bootstrap_exp_ci95
-from ..models.spec import ModelInfo
-from .analyses import Detection, detection
-from .compare_stats import Difference, Distribution, Paired
-from .job import settings_dict
-from .protocols import ProtocolCard
+from ...core.plan import Plan
+from ...core.totals import Bootstrap, Totals, bootstrap_exp_ci95
+from ...models.spec import ModelInfo
+from ..analyses import Detection, detection
+from ..job import settings_dict
+from ..protocols import ProtocolCard
+from .stats import Difference, Distribution, Paired
 
 COMPARE_SCHEMA = "gptloss.compare/v1"
 # The percentiles llama-perplexity lists for KLD, and for Δp (which adds the quartiles).
