@@ -85,7 +85,7 @@ def test_masked_tokens_against_direct_sums(p_a: list[float], p_b: list[float]) -
 
 def test_model_against_itself_is_exactly_zero(loaded) -> None:
     lm = loaded["gemma3"]
-    result = compare_documents(lm, lm, docs(), WindowSettings(max_length=12, stride=5, batch_size=3))
+    result = compare_documents(lm, lm, docs(), settings=WindowSettings(max_length=12, stride=5, batch_size=3))
     assert result.same_vocabulary
     data = result.to_dict()
     for doc in result.documents:
@@ -97,7 +97,7 @@ def test_model_against_itself_is_exactly_zero(loaded) -> None:
 
 def test_same_vocabulary_against_full_log_softmax(loaded) -> None:
     a, b = loaded["gpt2"], loaded["llama"]
-    result = compare_documents(a, b, docs(), WindowSettings(batch_size=2))
+    result = compare_documents(a, b, docs(), settings=WindowSettings(batch_size=2))
     assert result.same_vocabulary
     for doc, pair in zip(docs(), result.documents, strict=True):
         ids = torch.tensor([[1, *tokenize(a.tokenizer, doc).ids.tolist()]])
@@ -115,7 +115,7 @@ def test_same_vocabulary_against_full_log_softmax(loaded) -> None:
 
 def test_paired_stderr_against_numpy(loaded) -> None:
     a, b = loaded["gpt2"], loaded["gemma3"]
-    data = compare_documents(a, b, docs(), WindowSettings(max_length=16, stride=8)).to_dict()
+    data = compare_documents(a, b, docs(), settings=WindowSettings(max_length=16, stride=8)).to_dict()
     nll_a = np.concatenate(
         [d.losses.nll for d in score_documents(a, docs(), WindowSettings(max_length=16, stride=8)).documents]
     )
@@ -133,7 +133,7 @@ def test_paired_stderr_against_numpy(loaded) -> None:
 def test_different_tokenizers_pair_by_word(loaded, other_tokenizer_model) -> None:
     a, b = loaded["llama"], other_tokenizer_model
     assert len(tokenize(a.tokenizer, docs()[1])) != len(tokenize(b.tokenizer, docs()[1]))
-    result = compare_documents(a, b, docs(), WindowSettings(max_length=16, stride=8), top_n=5)
+    result = compare_documents(a, b, docs(), settings=WindowSettings(max_length=16, stride=8), top_n=5)
     assert not result.same_vocabulary
     data = result.to_dict()
     assert data["distribution"] is None and data["paired"]["unit"] == "word"
@@ -183,7 +183,7 @@ def test_cli_json_table_and_html(model_dirs, tmp_path: Path) -> None:
 def test_cross_tokenizer_pairs_only_whole_words(loaded, other_tokenizer_model) -> None:
     """Without BOS the first token is not scored: the first word is then left out, not half counted."""
     a, b = loaded["llama-nobos"], other_tokenizer_model
-    result = compare_documents(a, b, docs(), WindowSettings(max_length=16, stride=8))
+    result = compare_documents(a, b, docs(), settings=WindowSettings(max_length=16, stride=8))
     assert not result.same_vocabulary
     for doc, pair in zip(docs(), result.documents, strict=True):
         words = doc.text.split()

@@ -112,8 +112,16 @@ class DatasetInput:
     first_problem: str | None = None
 
 
-def read_dataset(options: DatasetOptions, files: FileSettings = TEXT) -> DatasetInput:
-    """Read and check the records of a dataset (the chats are rendered later, with the model's template)."""
+def read_dataset(options: DatasetOptions, *, files: FileSettings = TEXT) -> DatasetInput:
+    """Read and check the records of a dataset (the chats are rendered later, with the model's template).
+
+    A local file or folder is read without the network, and so is a hub dataset when the hub cannot be reached
+    (from the cache, if it is there).
+
+    Args:
+        options: Which records, and which of their characters to score.
+        files: How bytes are decoded, and the longest record (a JSONL line) read.
+    """
     options.check()
     if options.limit is not None and options.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -268,13 +276,12 @@ def _dataset_rows(
 
 
 def _import_datasets(offline: bool) -> Any:
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub and datasets are first imported
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    """The `datasets` module, quiet, and with `offline` kept from the network: both libraries read their offline
+    switch from these constants when they would go online (the environment only when they are first imported)."""
     import datasets
     import huggingface_hub.constants
 
-    if offline:  # and for modules imported before this call
+    if offline:
         huggingface_hub.constants.HF_HUB_OFFLINE = True
         datasets.config.HF_HUB_OFFLINE = True
     datasets.disable_progress_bars()

@@ -21,64 +21,79 @@ from ...core.distributed import SOLO, World
 from ...core.engine import DocumentLosses, Progress, Scorer
 from ...core.heads import HeadCache
 from ...core.measures import nll_measure, pair_measure
-from ...core.plan import Plan, WindowSettings, make_plan, tokenize_document
+from ...core.plan import WindowSettings, make_plan
 from ...core.totals import Bootstrap, document_totals
 from ...core.windows import TokenizedDocument
 from ...core.words import per_word
 from ...errors import GptlossError
 from ...inputs.document import Document
 from ...models.spec import LoadedModel
-from ..documents import refuse_masks
-from ..protocols import protocol_card
+from ..job import Job
 from .result import CompareResult, DocumentPair
+
+
+class CompareJob:
+    """The same documents tokenized and planned for two models, in the same windows: each model's Job, with
+    the settings both take (without a --max-length, the shorter of the two models' defaults)."""
+
+    def __init__(
+        self, a: LoadedModel, b: LoadedModel, documents: Sequence[Document], settings: WindowSettings, world: World
+    ) -> None:
+        shorter = min(make_plan(a, settings).max_length, make_plan(b, settings).max_length)
+        if settings.max_length is None:  # both models must take the windows: the shorter default wins
+            settings = replace(settings, max_length=shorter)
+        self.a = Job(a, documents, settings, world)
+        self.b = Job(b, documents, settings, world)
+
+    @property
+    def same_tokens(self) -> bool:
+        """Whether both models see the same ids (same BOS, same vocabulary size, identical tokens everywhere):
+        then they score the same positions in the same windows."""
+        a, b = self.a, self.b
+        return (
+            a.plan.bos_token_id == b.plan.bos_token_id
+            and _vocab(a.loaded) == _vocab(b.loaded)
+            and all(np.array_equal(x.ids, y.ids) for x, y in zip(a.tokenized, b.tokenized, strict=True))
+        )
 
 
 def compare_documents(
     a: LoadedModel,
     b: LoadedModel,
     documents: Sequence[Document],
+    *,
     settings: WindowSettings | None = None,
     top_n: int = 10,
-    progress: Progress | None = None,
-    bootstrap: int = 0,
-    seed: int = 0,
-    world: World = SOLO,
+    bootstrap: Bootstrap | None = None,
     binoculars: bool = False,
+    progress: Progress | None = None,
+    world: World = SOLO,
     cache: HeadCache | None = None,
 ) -> CompareResult:
-    """Score `documents` with both models and pair the results (see the module docstring). binoculars: report
-    Binoculars with A observing and B performing (same tokenizer only); cache: A's head inputs kept from an
-    earlier comparison of the same documents and settings (candidates against one base)."""
-    settings = settings or WindowSettings()
-    if settings.max_length is None:  # both models must take the windows: the shorter default wins
-        shorter = min(make_plan(a, settings).max_length, make_plan(b, settings).max_length)
-        settings = replace(settings, max_length=shorter)
-    plan_a, plan_b = make_plan(a, settings), make_plan(b, settings)
-    refuse_masks(plan_a, documents)
-    tok_a = [tokenize_document(plan_a, a.tokenizer, d) for d in documents]
-    tok_b = [tokenize_document(plan_b, b.tokenizer, d) for d in documents]
-    same = (
-        plan_a.bos_token_id == plan_b.bos_token_id
-        and _vocab(a) == _vocab(b)
-        and all(np.array_equal(x.ids, y.ids) for x, y in zip(tok_a, tok_b, strict=True))
-    )
+    """Score `documents` with both models and pair the results (see the module docstring).
+
+    Args:
+        a: Model A, the reference (deltas are B - A).
+        b: Model B.
+        documents: What both models score.
+        settings: The windows, for both models; without a max_length, the shorter of the models' defaults.
+        top_n: How many spans with the largest |Δ NLL| the result lists.
+        bootstrap: Document resamples for a 95% interval of B/A (None: none).
+        binoculars: Report Binoculars with A observing and B performing (one tokenizer only).
+        progress: Called with the number of tokens scored as the work goes on.
+        world: The ranks that share the work (core.distributed); every rank gets the whole result.
+        cache: A's head inputs kept from an earlier comparison of the same documents and settings (candidates
+            against one base).
+    """
+    job = CompareJob(a, b, documents, settings or WindowSettings(), world)
+    same = job.same_tokens
     if binoculars and not same:
         raise GptlossError(
             "--binoculars needs two models with one tokenizer (A observes, B performs): these tokenize differently"
         )
-    if same:
-        if cache is not None:
-            cache.start((plan_a, tuple(hash(t.ids.tobytes()) for t in tok_a)))
-        measure = pair_measure(a, b, plan_a.peer_softmax, cache)
-        losses = Scorer(measure, a.info.device, world).score(tok_a, plan_a, progress)
-        if cache is not None:
-            cache.finish()
-        docs = [_same_vocabulary(doc, loss) for doc, loss in zip(tok_a, losses, strict=True)]
-    else:
-        docs = _cross_vocabulary(a, b, tok_a, tok_b, (plan_a, plan_b), progress, world)
-    docs = [replace(d, label=doc.label) for d, doc in zip(docs, documents, strict=True)]
-    boot = Bootstrap(bootstrap, seed) if bootstrap else None
-    return CompareResult(a.info, b.info, plan_a, same, docs, top_n, boot, protocol_card(plan_a, tok_a), binoculars)
+    docs = _same_vocabulary(job, progress, cache) if same else _cross_vocabulary(job, progress)
+    docs = [replace(d, label=doc.label) for d, doc in zip(docs, job.a.documents, strict=True)]
+    return CompareResult(a.info, b.info, job.a.plan, same, docs, top_n, bootstrap, job.a.card, binoculars)
 
 
 def _vocab(lm: LoadedModel) -> int:
@@ -90,7 +105,19 @@ def _column(loss: DocumentLosses, name: str, dtype: type) -> np.ndarray:
     return loss.values.get(name, np.zeros(0, dtype=dtype))
 
 
-def _same_vocabulary(doc: TokenizedDocument, loss: DocumentLosses) -> DocumentPair:
+def _same_vocabulary(job: CompareJob, progress: Progress | None, cache: HeadCache | None) -> list[DocumentPair]:
+    """One pass of both heads over A's windows (B's are the same)."""
+    a, plan = job.a, job.a.plan
+    if cache is not None:
+        cache.start((plan, tuple(hash(t.ids.tobytes()) for t in a.tokenized)))
+    measure = pair_measure(a.loaded, job.b.loaded, plan.peer_softmax, cache)
+    losses = Scorer(measure, a.loaded.info.device, a.world).score(a.tokenized, plan, progress)
+    if cache is not None:
+        cache.finish()
+    return [_pair(doc, loss) for doc, loss in zip(a.tokenized, losses, strict=True)]
+
+
+def _pair(doc: TokenizedDocument, loss: DocumentLosses) -> DocumentPair:
     positions = loss.positions
     nll_a, nll_b = _column(loss, "nll_a", np.float64), _column(loss, "nll_b", np.float64)
     starts, ends = doc.owned_spans()
@@ -111,20 +138,15 @@ def _same_vocabulary(doc: TokenizedDocument, loss: DocumentLosses) -> DocumentPa
     )
 
 
-def _cross_vocabulary(
-    a: LoadedModel,
-    b: LoadedModel,
-    tok_a: list[TokenizedDocument],
-    tok_b: list[TokenizedDocument],
-    plans: tuple[Plan, Plan],
-    progress: Progress | None,
-    world: World,
-) -> list[DocumentPair]:
-    softmax = plans[0].peer_softmax
-    losses_a = Scorer(nll_measure(a, softmax), a.info.device, world).score(tok_a, plans[0], progress)
-    losses_b = Scorer(nll_measure(b, softmax), b.info.device, world).score(tok_b, plans[1], progress)
+def _cross_vocabulary(job: CompareJob, progress: Progress | None) -> list[DocumentPair]:
+    """Each model over its own windows, paired word by word."""
+    softmax = job.a.plan.peer_softmax
+    losses_a, losses_b = [
+        Scorer(nll_measure(j.loaded, softmax), j.loaded.info.device, j.world).score(j.tokenized, j.plan, progress)
+        for j in (job.a, job.b)
+    ]
     out = []
-    for ta, tb, la, lb in zip(tok_a, tok_b, losses_a, losses_b, strict=True):
+    for ta, tb, la, lb in zip(job.a.tokenized, job.b.tokenized, losses_a, losses_b, strict=True):
         words_a, nll_a, scored_a = per_word(ta, la.positions, la.nll)
         _, nll_b, scored_b = per_word(tb, lb.positions, lb.nll)
         both = scored_a & scored_b  # words both models scored whole (not the unscored first token without BOS)
