@@ -132,15 +132,6 @@ def _is_text(path: Path, encoding: str) -> bool:
         raise GptlossError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
-def read_documents(paths: list[str], settings: FileSettings = TEXT) -> list[Document]:
-    """Each file that `paths` name (see list_files; - is standard input) as a Document, in order.
-
-    Raises GptlossError naming the file for a missing path, binary content, a text longer than
-    settings.max_bytes, or bytes that do not decode (with the byte offset).
-    """
-    return [read_document(path, settings) for path in list_files(paths, settings).files]
-
-
 def read_document(path: str, settings: FileSettings) -> Document:
     if path == STDIN:
         data = read_bounded(sys.stdin.buffer, "<stdin>", settings)
