@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import build_model_dir, run
 
+from gptloss_cli.core.distributed import SOLO
 from gptloss_cli.core.lmhead import Head, LinearHead
 from gptloss_cli.core.pairloss import pair_stats
 from gptloss_cli.core.plan import WindowSettings
@@ -188,3 +189,23 @@ def test_cross_tokenizer_pairs_only_whole_words(loaded, other_tokenizer_model) -
     for doc, pair in zip(docs(), result.documents, strict=True):
         words = doc.text.split()
         assert [doc.text[s:e] for s, e in pair.spans.tolist()] == words[1:]
+
+
+def test_both_models_take_the_windows_of_the_shorter_context(loaded) -> None:
+    """CompareJob plans both models with the shorter of their default max_lengths, and tokenizes through Job."""
+    import copy
+    from types import SimpleNamespace
+
+    from gptloss_cli.tasks.compare.run import CompareJob
+    from gptloss_cli.tasks.job import Job
+
+    lm = loaded["llama"]
+    short = SimpleNamespace(**vars(lm))  # the same model, as if its context were 32 tokens
+    short.model = SimpleNamespace(config=copy.deepcopy(lm.model.config))
+    short.model.config.max_position_embeddings = 32
+    job = CompareJob(lm, short, docs(), WindowSettings(), world=SOLO)
+    assert isinstance(job.a, Job) and isinstance(job.b, Job)
+    assert job.a.plan.max_length == job.b.plan.max_length == 32
+    assert job.same_tokens
+    given = CompareJob(lm, short, docs(), WindowSettings(max_length=16), world=SOLO)
+    assert given.a.plan.max_length == given.b.plan.max_length == 16
