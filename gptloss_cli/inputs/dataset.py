@@ -105,8 +105,10 @@ class ChatRecord:
     label: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class DatasetInput:
+    """The records read, and the bad ones skipped (--skip-bad-records): how many, and the first one's problem."""
+
     items: list[Document | ChatRecord]
     skipped: int = 0
     first_problem: str | None = None
@@ -133,11 +135,12 @@ def read_dataset(options: DatasetOptions, *, files: FileSettings = TEXT) -> Data
         rows = _jsonl_rows(path, encoding, errors, files.max_bytes)
     else:
         rows = _dataset_rows(options, path, encoding, errors)
-    found = DatasetInput([])
+    items: list[Document | ChatRecord] = []
+    skipped, first_problem = 0, None
     wanted = options.columns
     first, unknown = True, ""
     for where, row in rows:
-        if options.limit is not None and len(found.items) >= options.limit:
+        if options.limit is not None and len(items) >= options.limit:
             break
         try:
             if isinstance(row, BadRecord):
@@ -152,15 +155,15 @@ def read_dataset(options: DatasetOptions, *, files: FileSettings = TEXT) -> Data
             item = _item(row, where, options)
             if options.label_column:
                 item = replace(item, label=parse_label(row.get(options.label_column), options.label_column, where))
-            found.items.append(item)
+            items.append(item)
         except BadRecord as bad:
             if not options.skip_bad_records:
                 raise GptlossError(f"{bad}; {SKIP_HINT}") from None
-            found.skipped += 1
-            found.first_problem = found.first_problem or str(bad)
-    if not found.items:
+            skipped += 1
+            first_problem = first_problem or str(bad)
+    if not items:
         raise GptlossError(unknown if unknown else f"{options.name}: no records to score")
-    return found
+    return DatasetInput(items, skipped, first_problem)
 
 
 def _item(row: dict[str, Any], where: str, options: DatasetOptions) -> Document | ChatRecord:
