@@ -150,9 +150,10 @@ def child_tokens(args: argparse.Namespace) -> dict:
     doc = Document(Path(args.text).read_text(encoding="utf-8"), "bench")
     t0 = time.perf_counter()
     run = TokenRun(lm, [doc], WindowSettings(max_length=args.max_length, batch_size=args.batch_size), top_k=5)
-    nll_sum = sum(r.nll for _, records in run.chunks() for r in records)
+    chunks = list(run.chunks())
+    nll_sum = sum(r.nll for chunk in chunks for r in chunk.records)
     seconds = time.perf_counter() - t0
-    tokens = run.totals[0].tokens_scored if run.totals[0] else 0
+    tokens = sum(chunk.totals.tokens_scored for chunk in chunks if chunk.totals is not None)
     return {"tokens": tokens, "seconds": seconds, "load_seconds": load, "nll_sum": nll_sum, **memory(args.device)}
 
 

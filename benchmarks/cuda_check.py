@@ -43,7 +43,7 @@ TOL = 1e-4
 
 def records(lm, docs: list[Document]) -> list[TokenRecord]:
     run = TokenRun(lm, docs, SETTINGS, top_k=3)
-    return [r for _, chunk in run.chunks() for r in chunk if isinstance(r, TokenRecord)]
+    return [r for chunk in run.chunks() for r in chunk.records if isinstance(r, TokenRecord)]
 
 
 def check(name: str, ok: bool, detail: str) -> bool:
@@ -70,9 +70,9 @@ def main() -> int:
         ranks = sum(x.rank != y.rank for x, y in zip(ra, rb, strict=True))
         good &= check(f"{arch} tokens", worst < TOL and ranks <= 2, f"max |Δ| {worst:.2e}, {ranks} ranks differ")
         other = load_model(str(build_model_dir(root, arch, seed=1)), Device.cuda, Dtype.float32)
-        pair = compare_documents(gpu, other, docs, SETTINGS)
+        pair = compare_documents(gpu, other, docs, settings=SETTINGS)
         other_cpu = load_model(str(build_model_dir(root, arch, seed=1)), Device.cpu)
-        pair_cpu = compare_documents(cpu, other_cpu, docs, SETTINGS)
+        pair_cpu = compare_documents(cpu, other_cpu, docs, settings=SETTINGS)
         kl = abs(pair.distribution.mean_kld - pair_cpu.distribution.mean_kld)
         good &= check(f"{arch} compare", kl < TOL and pair.same_vocabulary, f"|Δ mean KL| cpu vs cuda {kl:.2e}")
         half = score_documents(load_model(path, Device.cuda, Dtype.bfloat16), docs, SETTINGS)

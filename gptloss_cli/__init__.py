@@ -22,7 +22,7 @@ from ._version import __version__
 _EXPORTS = {
     "Analyses": "tasks.analyses",
     "BosPolicy": "core.windows",
-    "CompareResult": "tasks.compare_result",
+    "CompareResult": "tasks.compare",
     "DatasetOptions": "inputs.dataset",
     "Device": "models.spec",
     "Document": "inputs.document",
@@ -61,8 +61,7 @@ if TYPE_CHECKING:
     from .models.loader import load_model
     from .models.spec import Device, Dtype, LoadedModel, ModelInfo
     from .tasks.analyses import Analyses
-    from .tasks.compare import compare_documents
-    from .tasks.compare_result import CompareResult
+    from .tasks.compare import CompareResult, compare_documents
     from .tasks.context_curve import context_curve
     from .tasks.merge import merge_runs
     from .tasks.score import DocumentScore, ScoreResult, ScoreRun, score_documents, score_texts

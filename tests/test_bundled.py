@@ -19,7 +19,7 @@ from conftest import labels_loss_sum, run
 
 from gptloss_cli.core.plan import WindowSettings
 from gptloss_cli.core.windows import tokenize
-from gptloss_cli.inputs.files import read_documents
+from gptloss_cli.inputs.read import ReadSettings, read_inputs
 from gptloss_cli.tasks.score import score_documents
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def test_tokenizer_matches_transformers(gemma) -> None:
 
     source = gemma.model.config._name_or_path
     reference = AutoTokenizer.from_pretrained(source)
-    for doc in read_documents([str(ROOT / s) for s in SAMPLES]):
+    for doc in read_inputs(ReadSettings(tuple(str(ROOT / s) for s in SAMPLES))).items:
         ours = tokenize(gemma.tokenizer, doc).ids.tolist()
         assert ours == reference(doc.text, add_special_tokens=False)["input_ids"]
     assert gemma.tokenizer.bos_token_id == reference.bos_token_id == 2
@@ -58,7 +58,7 @@ def test_tokenizer_matches_transformers(gemma) -> None:
 @pytest.fixture(scope="module")
 def samples(gemma):
     """The sample texts scored once with default settings."""
-    docs = read_documents([str(ROOT / s) for s in SAMPLES])
+    docs = read_inputs(ReadSettings(tuple(str(ROOT / s) for s in SAMPLES))).items
     return docs, score_documents(gemma, docs, WindowSettings())
 
 
@@ -115,8 +115,8 @@ def test_tokens_on_gemma(gemma, samples) -> None:
     awkward = Document("Familie 👩\u200d👩\u200d👧, e\u0301te\u0301, 中文, שלום, \x07 <script>&amp;\n", "awkward")
     run = TokenRun(gemma, [docs[deutsch], awkward], WindowSettings(), top_k=5)
     records: list[list[dict]] = [[], []]
-    for doc, chunk in run.chunks():
-        records[doc].extend(r.to_dict() for r in chunk)
+    for chunk in run.chunks():
+        records[chunk.doc].extend(r.to_dict() for r in chunk.records)
     assert math.isclose(sum(r["nll"] for r in records[0]), scored.documents[deutsch].totals.nll_sum, rel_tol=1e-6)
     assert "".join(r["token"] for r in records[1]) == awkward.text
     assert all(awkward.text[r["start"] : r["end"]] == r["token"] for r in records[1])

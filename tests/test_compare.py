@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import build_model_dir, run
 
+from gptloss_cli.core.distributed import SOLO
 from gptloss_cli.core.lmhead import Head, LinearHead
 from gptloss_cli.core.pairloss import pair_stats
 from gptloss_cli.core.plan import WindowSettings
@@ -85,7 +86,7 @@ def test_masked_tokens_against_direct_sums(p_a: list[float], p_b: list[float]) -
 
 def test_model_against_itself_is_exactly_zero(loaded) -> None:
     lm = loaded["gemma3"]
-    result = compare_documents(lm, lm, docs(), WindowSettings(max_length=12, stride=5, batch_size=3))
+    result = compare_documents(lm, lm, docs(), settings=WindowSettings(max_length=12, stride=5, batch_size=3))
     assert result.same_vocabulary
     data = result.to_dict()
     for doc in result.documents:
@@ -97,7 +98,7 @@ def test_model_against_itself_is_exactly_zero(loaded) -> None:
 
 def test_same_vocabulary_against_full_log_softmax(loaded) -> None:
     a, b = loaded["gpt2"], loaded["llama"]
-    result = compare_documents(a, b, docs(), WindowSettings(batch_size=2))
+    result = compare_documents(a, b, docs(), settings=WindowSettings(batch_size=2))
     assert result.same_vocabulary
     for doc, pair in zip(docs(), result.documents, strict=True):
         ids = torch.tensor([[1, *tokenize(a.tokenizer, doc).ids.tolist()]])
@@ -115,7 +116,7 @@ def test_same_vocabulary_against_full_log_softmax(loaded) -> None:
 
 def test_paired_stderr_against_numpy(loaded) -> None:
     a, b = loaded["gpt2"], loaded["gemma3"]
-    data = compare_documents(a, b, docs(), WindowSettings(max_length=16, stride=8)).to_dict()
+    data = compare_documents(a, b, docs(), settings=WindowSettings(max_length=16, stride=8)).to_dict()
     nll_a = np.concatenate(
         [d.losses.nll for d in score_documents(a, docs(), WindowSettings(max_length=16, stride=8)).documents]
     )
@@ -133,7 +134,7 @@ def test_paired_stderr_against_numpy(loaded) -> None:
 def test_different_tokenizers_pair_by_word(loaded, other_tokenizer_model) -> None:
     a, b = loaded["llama"], other_tokenizer_model
     assert len(tokenize(a.tokenizer, docs()[1])) != len(tokenize(b.tokenizer, docs()[1]))
-    result = compare_documents(a, b, docs(), WindowSettings(max_length=16, stride=8), top_n=5)
+    result = compare_documents(a, b, docs(), settings=WindowSettings(max_length=16, stride=8), top_n=5)
     assert not result.same_vocabulary
     data = result.to_dict()
     assert data["distribution"] is None and data["paired"]["unit"] == "word"
@@ -183,8 +184,36 @@ def test_cli_json_table_and_html(model_dirs, tmp_path: Path) -> None:
 def test_cross_tokenizer_pairs_only_whole_words(loaded, other_tokenizer_model) -> None:
     """Without BOS the first token is not scored: the first word is then left out, not half counted."""
     a, b = loaded["llama-nobos"], other_tokenizer_model
-    result = compare_documents(a, b, docs(), WindowSettings(max_length=16, stride=8))
+    result = compare_documents(a, b, docs(), settings=WindowSettings(max_length=16, stride=8))
     assert not result.same_vocabulary
     for doc, pair in zip(docs(), result.documents, strict=True):
         words = doc.text.split()
         assert [doc.text[s:e] for s, e in pair.spans.tolist()] == words[1:]
+
+
+def test_both_models_take_the_windows_of_the_shorter_context(loaded) -> None:
+    """CompareJob plans both models with the shorter of their default max_lengths, and tokenizes through Job."""
+    import dataclasses
+
+    from gptloss_cli.tasks.compare.run import CompareJob
+    from gptloss_cli.tasks.job import Job
+
+    class Short:
+        """The same backend, as if its model's context were 32 tokens."""
+
+        context_length = 32
+
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+    lm = loaded["llama"]
+    short = dataclasses.replace(lm, backend=Short(lm.backend))
+    job = CompareJob(lm, short, docs(), WindowSettings(), world=SOLO)
+    assert isinstance(job.a, Job) and isinstance(job.b, Job)
+    assert job.a.plan.max_length == job.b.plan.max_length == 32
+    assert job.same_tokens
+    given = CompareJob(lm, short, docs(), WindowSettings(max_length=16), world=SOLO)
+    assert given.a.plan.max_length == given.b.plan.max_length == 16

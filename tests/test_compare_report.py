@@ -18,7 +18,7 @@ from gptloss_cli.core.plan import WindowSettings
 from gptloss_cli.inputs.document import Document
 from gptloss_cli.models.loader import load_model
 from gptloss_cli.tasks.compare import compare_documents
-from gptloss_cli.tasks.compare_stats import LogPplRatio
+from gptloss_cli.tasks.compare.stats import LogPplRatio
 
 TEXT = "The cat sat on the mat. The dog sat on the log. Perplexity is the exponential of the mean NLL."
 
@@ -54,7 +54,7 @@ def full_logp(lm, ids: list[int]) -> torch.Tensor:
 
 def test_reverse_kl_and_cross_entropy_against_full_log_softmax(pair) -> None:
     a, b = pair
-    result = compare_documents(a, b, [Document(TEXT, "t")], WindowSettings(max_length=128), binoculars=True)
+    result = compare_documents(a, b, [Document(TEXT, "t")], settings=WindowSettings(max_length=128), binoculars=True)
     doc = result.documents[0]
     ids = [a.tokenizer.bos_token_id, *a.tokenizer.encode(TEXT)[0].tolist()]
     la, lb = full_logp(a, ids), full_logp(b, ids)
@@ -75,7 +75,7 @@ def test_reverse_kl_and_cross_entropy_against_full_log_softmax(pair) -> None:
 
 def test_a_model_against_itself(pair) -> None:
     a, _ = pair
-    result = compare_documents(a, a, [Document(TEXT, "t")], WindowSettings(max_length=128), binoculars=True)
+    result = compare_documents(a, a, [Document(TEXT, "t")], settings=WindowSettings(max_length=128), binoculars=True)
     doc = result.documents[0]
     assert doc.kld_reverse is not None and np.abs(doc.kld_reverse).max() < 1e-6
     ids = [a.tokenizer.bos_token_id, *a.tokenizer.encode(TEXT)[0].tolist()]
@@ -222,7 +222,7 @@ def test_across_tokenizers_every_number_of_the_table_is_per_word(pair, tmp_path:
 
     other = load_model(str(build_model_dir(tmp_path, "llama", seed=3, vocab_size=290)))
     docs = [Document(TEXT, "one.txt"), Document("Zählt die Wörter, 42 Äpfel und 7 Birnen.", "two.txt")]
-    result = compare_documents(pair[0], other, docs, WindowSettings(max_length=128))
+    result = compare_documents(pair[0], other, docs, settings=WindowSettings(max_length=128))
     assert result.unit == "word"
     out = io.StringIO()
     Console(file=out, width=250, color_system=None).print(compare_view(result))

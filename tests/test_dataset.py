@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -438,3 +439,23 @@ def test_resume_refuses_other_documents_and_broken_lines(model_dirs, tmp_path: P
     out.write_text("\n".join([lines[0], '{"index": 0, "source": "d.jsonl:1"}', *lines[2:]]) + "\n")
     result = run(*common, "--resume")
     assert result.exit_code == 1 and "line 2: not a run record" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_hub_is_not_asked_and_the_environment_is_left_alone(monkeypatch) -> None:
+    """Library code sets no environment variable: without the hub, the offline switch goes to the libraries' own
+    constants (which they read when they would go online), and the dataset is looked for in the cache only."""
+    import datasets
+    import huggingface_hub.constants
+
+    from gptloss_cli.errors import GptlossError
+    from gptloss_cli.inputs import dataset
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # put back afterwards
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(dataset, "hub_reachable", lambda: False)
+    with pytest.raises(GptlossError, match="hub cannot be reached"):
+        dataset.read_dataset(dataset.DatasetOptions("someone/no-such-dataset"))
+    assert "HF_HUB_OFFLINE" not in os.environ and "HF_DATASETS_OFFLINE" not in os.environ
+    assert huggingface_hub.constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE

@@ -263,3 +263,37 @@ def test_merge_refuses_broken_headers_and_mixed_bootstraps(model_dirs, texts, tm
     assert run(*common, "--shard", "0/2", "--bootstrap", 50, "-o", a).exit_code == 0
     assert run(*common, "--shard", "1/2", "-o", b).exit_code == 0
     one_line_error(run("merge", a, b), "different --bootstrap")
+
+
+def test_the_world_is_read_from_the_launchers_variables_once() -> None:
+    """World.launched reads what torchrun and accelerate launch set; alone (or unreadable), SOLO. The console
+    speaks for the World it was given at start-up, not for the environment of the moment."""
+    from gptloss_cli.cli import console
+    from gptloss_cli.core.distributed import SOLO, World
+
+    launched = {"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
+    assert World.launched(launched) == World(rank=2, size=4, local_rank=0, local_size=2)
+    assert World.launched({}) is SOLO and World.launched({"WORLD_SIZE": "1", "RANK": "3"}) is SOLO
+    assert World.launched({"WORLD_SIZE": "two"}) is SOLO
+    assert World.launched({"LOCAL_WORLD_SIZE": "2"}) == World(local_size=2)  # --device-map auto refuses it
+    try:
+        console.start(World.launched(launched))
+        assert not console.leader() and console.world().rank == 2
+    finally:
+        console.start(SOLO)
+    assert console.leader()
+
+
+def test_a_follower_says_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    from gptloss_cli.cli import console
+    from gptloss_cli.core.distributed import SOLO, World
+
+    try:
+        console.start(World(rank=1, size=2))
+        console.warn("only rank 0 says this")
+        console.emit("data\n", None)
+    finally:
+        console.start(SOLO)
+    assert capsys.readouterr() == ("", "")
+    console.emit("data\n", None)
+    assert capsys.readouterr().out == "data\n"

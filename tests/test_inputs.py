@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from gptloss_cli.errors import GptlossError
-from gptloss_cli.inputs.files import DecodeErrors, FileSettings, read_documents
+from gptloss_cli.inputs.files import TEXT, DecodeErrors, FileSettings
+from gptloss_cli.inputs.read import ReadSettings, read_inputs
+
+
+def read_documents(paths: list[str], files: FileSettings = TEXT) -> list:
+    """The files' documents, as the commands read them."""
+    return read_inputs(ReadSettings(tuple(paths), files)).items
 
 
 def test_reads_files_in_order(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
-"""The package's shape: small modules and functions, commands with few parameters, no import cycles, and
-a README layout paragraph that names every folder and module there is."""
+"""The package's boundaries: the import contracts, no import cycles, only the command line prints, only the
+preset registry names a protocol, and a README layout paragraph that names every folder and module there is.
+(Sizes are not checked: a module is as long as its one idea needs.)"""
 
 from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,38 +14,90 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gptloss_cli"
 MODULES = sorted(PACKAGE.rglob("*.py"))
-MAX_MODULE_LINES = 300
-MAX_FUNCTION_LINES = 60
-MAX_COMMAND_PARAMETERS = 8
 COMMAND_MODULES = ["score", "tokens", "compare", "merge", "explain", "models"]
+CLI = PACKAGE / "cli"
+PROTOCOL_REGISTRY = {PACKAGE / "core" / "protocols.py", PACKAGE / "core" / "presets.py"}
+# The presets' names as code or data spells them (llama.cpp is left out: it is also a backend's name).
+PROTOCOL_NAME = re.compile(r"\b(hf[-_]stride|gptq|lm[-_]eval)\b")
 
 
-def functions(tree: ast.AST) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
-    return [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
-
-
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_modules_and_functions_are_small(path: Path) -> None:
-    source = path.read_text(encoding="utf-8")
-    assert len(source.splitlines()) <= MAX_MODULE_LINES
-    for node in functions(ast.parse(source)):
-        length = (node.end_lineno or node.lineno) - node.lineno + 1
-        assert length <= MAX_FUNCTION_LINES, f"{node.name}: {length} lines"
-
-
-@pytest.mark.parametrize("name", COMMAND_MODULES)
-def test_commands_take_few_parameters(name: str) -> None:
-    tree = ast.parse((PACKAGE / "cli" / f"{name}.py").read_text(encoding="utf-8"))
-    command = next(f for f in functions(tree) if f.name == name)
-    arguments = command.args
-    count = len(arguments.posonlyargs) + len(arguments.args) + len(arguments.kwonlyargs)
-    assert 0 < count <= MAX_COMMAND_PARAMETERS
+def relative(path: Path) -> str:
+    return str(path.relative_to(PACKAGE))
 
 
 def test_registered_commands_are_the_command_modules() -> None:
     from gptloss_cli.cli import app
 
     assert sorted(c.callback.__name__ for c in app.registered_commands if c.callback) == sorted(COMMAND_MODULES)
+
+
+def test_import_contracts_hold() -> None:
+    """The layers and forbidden imports of pyproject.toml's [tool.importlinter] (what `lint-imports` checks)."""
+    cli = pytest.importorskip("importlinter.cli")
+    assert cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+
+
+def _writes_to_the_terminal(node: ast.AST) -> bool:
+    """print(...), sys.stdout.write(...) or sys.stderr.write(...)."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Name):
+        return func.id == "print"
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == "write"
+        and isinstance(func.value, ast.Attribute)
+        and func.value.attr in ("stdout", "stderr")
+        and isinstance(func.value.value, ast.Name)
+        and func.value.value.id == "sys"
+    )
+
+
+def test_only_the_command_line_prints() -> None:
+    """Library code (everything outside cli/) returns what it has to say; the console says it."""
+    found = [
+        f"{relative(path)}:{node.lineno}"
+        for path in MODULES
+        if CLI not in path.parents
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if _writes_to_the_terminal(node)
+    ]
+    assert not found, found
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring constants of a module, its classes and functions."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def _protocol_names(path: Path) -> Iterator[str]:
+    """Where a module names a preset in code: a string (not a docstring), an attribute or a variable."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = _docstrings(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            text = node.value
+        elif isinstance(node, ast.Attribute):
+            text = node.attr
+        elif isinstance(node, ast.Name):
+            text = node.id
+        else:
+            continue
+        if match := PROTOCOL_NAME.search(text):
+            yield f"{relative(path)}:{node.lineno} {match.group()}"
+
+
+def test_only_the_preset_registry_names_a_protocol() -> None:
+    """A preset is one class and one registry line: no other module knows a protocol by its name."""
+    found = [hit for path in MODULES if path not in PROTOCOL_REGISTRY for hit in _protocol_names(path)]
+    assert not found, found
 
 
 def test_no_import_cycles() -> None:
@@ -94,16 +148,24 @@ def test_the_cycle_finder_finds_cycles() -> None:
 
 
 def test_readme_layout_matches_the_tree() -> None:
-    """The README's layout block lists each folder of the package with its modules, and nothing else."""
+    """The README's layout block lists each folder of the package with its modules, and nothing else; a folder
+    indented under another is inside it."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- layout:start -->\n```text\n(.*?)```\n<!-- layout:end -->", readme, re.S)
     assert block, "the README has no layout block"
     listed: dict[str, set[str]] = {}
+    parents: list[tuple[int, str]] = []  # (indent, path) of the folders open above this line
     for line in block.group(1).splitlines():
-        match = re.match(r"^\s*(\S+/)?\s+(\S+\.py(?: \S+\.py)*)\s*(?:#.*)?$", line)
-        if match:
-            folder = (match.group(1) or "").rstrip("/")
-            listed[folder] = set(match.group(2).split())
+        match = re.match(r"^(\s*)(\S+/)?\s+(\S+\.py(?: \S+\.py)*)\s*(?:#.*)?$", line)
+        if not match:
+            continue
+        indent, name = len(match.group(1)), (match.group(2) or "").rstrip("/")
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        folder = (f"{parents[-1][1]}/{name}" if parents else name) if name else ""
+        if name:
+            parents.append((indent, folder))
+        listed[folder] = set(match.group(3).split())
     actual: dict[str, set[str]] = {}
     for path in MODULES:
         folder = "" if path.parent == PACKAGE else str(path.parent.relative_to(PACKAGE))

@@ -49,8 +49,8 @@ RECORD_KEYS = {
 def collect(lm, docs: list[Document], settings: WindowSettings, top_k: int = TOP_K, unit: str = "token"):
     token_run = TokenRun(lm, docs, settings, top_k=top_k, unit=unit)
     out: list[list[dict]] = [[] for _ in docs]
-    for doc, records in token_run.chunks():
-        out[doc].extend(r.to_dict() for r in records)  # the JSON records: the typed ones, serialised
+    for chunk in token_run.chunks():
+        out[chunk.doc].extend(r.to_dict() for r in chunk.records)  # the JSON records: the typed ones, serialised
     return token_run, out
 
 
@@ -127,12 +127,14 @@ def test_in_order_streaming_equals_sorted_batches(loaded) -> None:
     lm = loaded["gemma3"]
     docs = [Document("short one", "a"), Document("a longer text, " * 12, "b"), Document("", "c")]
     settings = WindowSettings(max_length=12, stride=5, batch_size=3)
-    token_run, records = collect(lm, docs, settings)
+    chunks = list(TokenRun(lm, docs, settings, top_k=TOP_K).chunks())
+    records = [[r.to_dict() for c in chunks if c.doc == i for r in c.records] for i in range(len(docs))]
+    totals = [c.totals for c in chunks if c.done]  # each document's last chunk, in document order
     scored = score_documents(lm, docs, settings)
-    for recs, doc_score, totals in zip(records, scored.documents, token_run.totals, strict=True):
+    for recs, doc_score, doc_totals in zip(records, scored.documents, totals, strict=True):
         np.testing.assert_allclose([r["nll"] for r in recs], doc_score.losses.nll, rtol=1e-6, atol=1e-7)
-        assert totals is not None and totals.tokens_scored == doc_score.totals.tokens_scored
-        assert totals.bytes == doc_score.totals.bytes
+        assert doc_totals is not None and doc_totals.tokens_scored == doc_score.totals.tokens_scored
+        assert doc_totals.bytes == doc_score.totals.bytes
 
 
 def test_pieces_from_the_tokenizer_process_match_in_process(model_dirs) -> None:
@@ -289,8 +291,8 @@ def test_streamed_output_is_whole_or_absent(model_dirs, tmp_path: Path, monkeypa
     common = ("--model", model_dirs["gpt2"], "--max-length", 8, "-f", "jsonl", "-o", out)
     original = records.TokenRun.chunks
 
-    def failing(self, progress=None, on_document=None):
-        for i, chunk in enumerate(original(self, progress, on_document)):
+    def failing(self, progress=None):
+        for i, chunk in enumerate(original(self, progress)):
             if i == 2:
                 raise RuntimeError("disk on fire")
             yield chunk

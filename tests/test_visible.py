@@ -48,9 +48,10 @@ def assert_marked(output: str) -> None:
 def liar_records(loaded):
     doc = Document(LIAR, "liar.txt")
     token_run = TokenRun(loaded["gpt2"], [doc], WindowSettings(max_length=128), top_k=5)
-    records = [r for _, chunk in token_run.chunks() for r in chunk]
+    chunks = list(token_run.chunks())
+    records = [r for chunk in chunks for r in chunk.records]
     assert "".join(r.text for r in records) == LIAR  # every character reaches the renderers
-    return doc, records, token_run
+    return doc, records, token_run, chunks[-1].totals
 
 
 def test_visible_marks_format_and_control_characters() -> None:
@@ -62,7 +63,7 @@ def test_visible_marks_format_and_control_characters() -> None:
 
 
 def test_heatmap_and_table_show_marks(liar_records) -> None:
-    doc, records, _ = liar_records
+    doc, records, _, _ = liar_records
     assert re.sub("[\u27e6\u27e7]", "", heatmap(doc.text, records, color=False).plain) == SHOWN
     assert heatmap(doc.text, records, color=True).plain == SHOWN
     for heat in (True, False):
@@ -73,8 +74,7 @@ def test_heatmap_and_table_show_marks(liar_records) -> None:
 
 
 def test_html_report_shows_marks_and_escapes_the_rest(liar_records) -> None:
-    doc, records, token_run = liar_records
-    totals = token_run.totals[0]
+    doc, records, token_run, totals = liar_records
     assert totals is not None
     page = render_report(token_run.header(), [(doc.source, doc.text, records, totals)])
     for raw in RAW:
@@ -115,7 +115,7 @@ def token_run_totals(records: list[TokenRecord]):
 
 def test_compare_views_show_marks(loaded) -> None:
     result = compare_documents(
-        loaded["llama"], loaded["gpt2"], [Document(LIAR, "liar.txt")], WindowSettings(), top_n=50
+        loaded["llama"], loaded["gpt2"], [Document(LIAR, "liar.txt")], settings=WindowSettings(), top_n=50
     )
     assert_marked(render(compare_view(result), color=False).replace("\u00b7", " "))
     page = render_compare_report(result)

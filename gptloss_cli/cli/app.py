@@ -16,8 +16,9 @@ from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from .._version import __version__
-from ..core.distributed import launched_rank
+from ..core.distributed import World
 from ..errors import GptlossError
+from . import console
 from .compare import compare
 from .explain import explain
 from .merge import merge
@@ -50,6 +51,8 @@ class Commands(Flags, TyperGroup):
     traceback. A reader that closed standard output (`| head`) ends the run quietly with 141, as `cat` does."""
 
     def invoke(self, ctx: ClickContext) -> Any:
+        world = World.launched(os.environ)  # who this process is under a launcher: asked once, here
+        console.start(world)
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):  # exits, and usage errors (exit 2)
@@ -60,21 +63,20 @@ class Commands(Flags, TyperGroup):
             quiet_stdout()
             raise typer.Exit(SIGPIPE_EXIT) from None
         except KeyboardInterrupt:
-            if launched_rank() == 0:
+            if world.leader:
                 print("gptloss: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
         except Exception as exc:
             if os.environ.get("GPTLOSS_DEBUG"):
                 raise
-            rank = launched_rank()
             if isinstance(exc, GptlossError):
                 # Under a launcher every rank meets the same bad input, and a failure during the work reaches
                 # every rank (core.distributed): rank 0 says it once.
-                if rank != 0:
+                if not world.leader:
                     raise typer.Exit(exc.exit_code) from None
                 message, code = str(exc), exc.exit_code
             else:
-                where = f"rank {rank}: " if rank else ""
+                where = f"rank {world.rank}: " if world.rank else ""
                 message = f"{where}unexpected error: {type(exc).__name__}: {exc} (GPTLOSS_DEBUG=1 shows the traceback)"
                 code = 1
             print(f"gptloss: error: {message}", file=sys.stderr)

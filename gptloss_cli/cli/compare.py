@@ -12,7 +12,7 @@ from ..core.plan import WindowSettings
 from ..core.totals import Bootstrap
 from ..errors import GptlossError, UsageError
 from ..files import Outputs, write_atomic
-from ..inputs.read import InputSettings
+from ..inputs.read import ReadSettings
 from ..models.spec import Backend, Device, Dtype, LoadedModel, ModelRequest
 from .console import emit, load, progress, wrote
 from .inputs import INPUTS
@@ -100,15 +100,29 @@ REPORT = OptionGroup(
 )
 
 
-@grouped(models=PAIR, inputs=INPUTS, window=WINDOW, bootstrap=bootstrap_group("B/A"), report=REPORT)
+@dataclass(frozen=True)
+class CompareOptions:
+    """What one compare command asked for besides the models: what to read, the windows, what to report, and
+    where and how to write it."""
+
+    read_settings: ReadSettings
+    window_settings: WindowSettings
+    report: Report
+    bootstrap: Bootstrap | None = None
+    fmt: Format = Format.table
+    output: Path | None = None
+    html: Path | None = None
+
+
+@grouped(models=PAIR, read_settings=INPUTS, window_settings=WINDOW, bootstrap=bootstrap_group("B/A"), report=REPORT)
 def compare(
     fmt: FormatOpt = Format.table,
     html: HtmlOpt = None,
     output: OutputOpt = None,
     *,
     models: tuple[ModelRequest, ModelRequest],
-    inputs: InputSettings,
-    window: WindowSettings,
+    read_settings: ReadSettings,
+    window_settings: WindowSettings,
     bootstrap: Bootstrap | None,
     report: Report,
 ) -> None:
@@ -120,30 +134,21 @@ def compare(
 
     Both models score the same text: a chat (--messages-column) is rendered with model A's template.
     """
+    options = CompareOptions(read_settings, window_settings, report, bootstrap, fmt, output, html)
     if report.candidates:
         if html is not None or bootstrap is not None:
             raise UsageError("--html and --bootstrap go with one comparison: drop --candidate, or them")
         candidates = [models[1], *(candidate_request(c, models[1]) for c in report.candidates)]
         with Outputs(("--output", output)) as outputs:
-            compare_candidates(models[0], candidates, inputs, window, report, fmt is Format.json, output, outputs)
+            compare_candidates(models[0], candidates, options=options, outputs=outputs)
         return
     with Outputs(("--output", output), ("--html", html)) as outputs:
-        compare_pair(models, fmt, html, output, inputs, window, bootstrap, report, outputs)
+        compare_pair(models, options=options, outputs=outputs)
 
 
-def compare_pair(
-    models: tuple[ModelRequest, ModelRequest],
-    fmt: Format,
-    html: Path | None,
-    output: Path | None,
-    inputs: InputSettings,
-    window: WindowSettings,
-    bootstrap: Bootstrap | None,
-    report: Report,
-    outputs: Outputs,
-) -> None:
+def compare_pair(models: tuple[ModelRequest, ModelRequest], *, options: CompareOptions, outputs: Outputs) -> None:
     """Model B against model A: a table or JSON, and the HTML report."""
-    (a, b), documents, world = prepare(inputs, models, window.bos, outputs)
+    (a, b), documents, world = prepare(options.read_settings, models, options.window_settings.bos, outputs)
     if a.info.device != b.info.device:
         raise GptlossError(f"the models ended up on different devices ({a.info.device}, {b.info.device})")
     from ..render.compare import compare_view
@@ -153,10 +158,18 @@ def compare_pair(
     from ..tasks.compare import compare_documents
     from ..tasks.documents import empty_warnings
 
-    boot = bootstrap or Bootstrap(0)
+    report = options.report
     with progress("comparing") as bar:
         result = compare_documents(
-            a, b, documents, window, report.top, bar.advance, boot.resamples, boot.seed, world, report.binoculars
+            a,
+            b,
+            documents,
+            settings=options.window_settings,
+            top_n=report.top,
+            bootstrap=options.bootstrap,
+            binoculars=report.binoculars,
+            progress=bar.advance,
+            world=world,
         )
     if result.paired.n == 0:
         raise GptlossError("nothing to compare: no token (or word) was scored by both models")
@@ -164,10 +177,10 @@ def compare_pair(
         empty_warnings([d.source for d in result.documents if len(d.nll_a) == 0], "nothing to compare (0 paired units)")
     )
     warn_all(detection_warnings(result.detection))
-    emit(to_json(result.to_dict()) if fmt is Format.json else compare_view(result), output)
-    if html is not None and world.leader:
-        write_atomic(html, render_compare_report(result))
-        wrote(html)
+    emit(to_json(result.to_dict()) if options.fmt is Format.json else compare_view(result), options.output)
+    if options.html is not None and world.leader:
+        write_atomic(options.html, render_compare_report(result))
+        wrote(options.html)
 
 
 def candidate_request(text: str, like: ModelRequest) -> ModelRequest:
@@ -181,14 +194,7 @@ def candidate_request(text: str, like: ModelRequest) -> ModelRequest:
 
 
 def compare_candidates(
-    base: ModelRequest,
-    candidates: list[ModelRequest],
-    inputs: InputSettings,
-    window: WindowSettings,
-    report: Report,
-    json: bool,
-    output: Path | None,
-    outputs: Outputs,
+    base: ModelRequest, candidates: list[ModelRequest], *, options: CompareOptions, outputs: Outputs
 ) -> None:
     """Each candidate against one base, a row each: the base's pass runs once (its head inputs are kept
     when the candidates share its tokenizer) and one candidate is loaded at a time."""
@@ -197,20 +203,30 @@ def compare_candidates(
     from ..core.heads import HeadCache
     from ..render.compare import sweep_json, sweep_view
     from ..render.format import to_json
-    from ..tasks.compare import compare_documents
-    from ..tasks.compare_result import CompareResult, FailedCandidate
+    from ..tasks.compare import CompareResult, FailedCandidate, compare_documents
 
-    (a, first), documents, world = prepare(inputs, [base, candidates[0]], window.bos, outputs)
+    requests = [base, candidates[0]]
+    (a, first), documents, world = prepare(options.read_settings, requests, options.window_settings.bos, outputs)
     pending, cache = [first], HeadCache()
     b: LoadedModel | None = None
     results: list[CompareResult | FailedCandidate] = []
     del first
     with progress("comparing") as bar:
         for request in candidates:
-            args = (report.top, bar.advance, 0, 0, world, report.binoculars, cache)
             try:  # a candidate that cannot load or run (NaN in float16, say) is a row of its own
                 b = pending.pop() if pending else load(request)
-                results.append(compare_documents(a, b, documents, window, *args))
+                comparison = compare_documents(
+                    a,
+                    b,
+                    documents,
+                    settings=options.window_settings,
+                    top_n=options.report.top,
+                    binoculars=options.report.binoculars,
+                    progress=bar.advance,
+                    world=world,
+                    cache=cache,
+                )
+                results.append(comparison)
             except GptlossError as exc:
                 dtype = b.info.dtype if b is not None else request.dtype.value
                 results.append(FailedCandidate(request.spec, dtype, str(exc)))
@@ -219,4 +235,5 @@ def compare_candidates(
     failed = [r for r in results if isinstance(r, FailedCandidate)]
     if len(failed) == len(results):
         raise GptlossError(f"no candidate could be compared; the first: {failed[0].error}")
-    emit(to_json(sweep_json(results)) if json else sweep_view(results), output)
+    json = options.fmt is Format.json
+    emit(to_json(sweep_json(results)) if json else sweep_view(results), options.output)

@@ -1,7 +1,8 @@
 """The only code that talks to the terminal: warnings, the model-loading spinner, progress bars, output.
 
 Results go to stdout or, with --output, to a file that appears only when it is whole; everything else
-goes to stderr. Under torchrun or accelerate launch only rank 0 talks: the other ranks work in silence.
+goes to stderr. Under torchrun or accelerate launch only rank 0 talks: the other ranks work in silence. Who
+leads is the World's to say, given to the console once, when the command starts (`start`).
 """
 
 from __future__ import annotations
@@ -27,15 +28,29 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ..core.distributed import launched_rank
+from ..core.distributed import SOLO, World
 from ..files import atomic_file
 from ..models.loader import load_model
 from ..models.spec import LoadedModel, ModelRequest
 
+_world: World = SOLO  # this process's place in a launched job, set by `start` when the command starts
+
+
+def start(world: World) -> None:
+    """Speak for `world` from now on: only its leader (rank 0, or the only process) talks. The app calls this
+    once, when a command starts."""
+    global _world
+    _world = world
+
+
+def world() -> World:
+    """The World given at start-up (its process group is not started: see World.join)."""
+    return _world
+
 
 def leader() -> bool:
     """Whether this process speaks: alone, or rank 0 of a launched job."""
-    return launched_rank() == 0
+    return _world.leader
 
 
 def stderr() -> Console:

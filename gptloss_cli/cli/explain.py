@@ -46,9 +46,9 @@ def explain(
     if text is not None:
         if target is not None:
             raise UsageError("--target goes with --probs or --logits; with --text each next token is the target")
-        from ..tasks.explain_text import explain_text
+        from ..tasks.explain import explain_text
 
-        positions = explain_text(load(model), text, WindowSettings(bos=bos), top_k)
+        positions = explain_text(load(model), text, settings=WindowSettings(bos=bos), top_k=top_k)
         emit(to_json(positions.to_dict()) if fmt is Format.json else positions_table(positions, top_k), None)
         return
     if target is None:

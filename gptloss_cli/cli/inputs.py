@@ -10,7 +10,7 @@ import typer
 from ..errors import UsageError
 from ..inputs.dataset import DatasetOptions
 from ..inputs.files import MAX_BYTES, DecodeErrors, FileSettings
-from ..inputs.read import InputSettings
+from ..inputs.read import ReadSettings
 from .options import OptionGroup
 
 PANEL = "Dataset input"
@@ -118,11 +118,11 @@ def _dataset(given: dict[str, Any]) -> DatasetOptions | None:
 
 def _build(
     paths: list[str] | None, glob: str | None, encoding: str, errors: DecodeErrors, max_bytes: int, **dataset: Any
-) -> InputSettings:
+) -> ReadSettings:
     if glob is not None and dataset["dataset"] is not None:
         raise UsageError("--glob picks files in folders given as paths, not in a --dataset")
     files = FileSettings(encoding, errors, max_bytes, glob)
-    return InputSettings(tuple(paths or ()), files, _dataset(dataset))
+    return ReadSettings(tuple(paths or ()), files, _dataset(dataset))
 
 
 INPUTS = OptionGroup(

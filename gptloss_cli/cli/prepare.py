@@ -3,45 +3,46 @@ make the documents."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.distributed import World, world_from_environment
+from ..core.distributed import World
 from ..core.windows import BosPolicy
 from ..errors import GptlossError
 from ..files import Outputs
 from ..inputs.document import Document
-from ..inputs.read import InputSettings, read_inputs
+from ..inputs.read import ReadSettings, read_inputs
 from ..models.loader import resolve_device
 from ..models.spec import LoadedModel, ModelRequest
 from ..tasks.documents import documents_for
+from . import console
 from .console import load, warn
 
 
-def join(request: ModelRequest) -> World:
+def join(world: World, request: ModelRequest) -> World:
     """The ranks this process works with: under torchrun or accelerate launch, the process group on the
     device the model asks for; alone, SOLO."""
-    return world_from_environment(cuda=resolve_device(request.device).startswith("cuda"))
+    return world.join(cuda=resolve_device(request.device).startswith("cuda"))
 
 
 def prepare(
-    inputs: InputSettings, requests: Sequence[ModelRequest], bos: BosPolicy, outputs: Outputs
+    read_settings: ReadSettings, requests: Sequence[ModelRequest], bos: BosPolicy, outputs: Outputs
 ) -> tuple[list[LoadedModel], list[Document], World]:
     """The input read first and the outputs claimed (bad input, an output that would overwrite an input or
     cannot be written fail before a model loads), then the models, then the documents (chats rendered with the
     first model's template). With several ranks, each rank's failure stops all of them, only the first writes
     (and claims the outputs), and on each machine the first rank loads first (a GGUF file is converted once,
     then read from the cache by the others)."""
-    if any(r.device_map for r in requests) and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+    launched = console.world()
+    if any(r.device_map for r in requests) and launched.local_size > 1:
         raise GptlossError(
             "--device-map auto spreads one model over this machine's GPUs: run one rank per machine "
             "(--nproc-per-node 1)"
         )
-    world = join(requests[0])
+    world = join(launched, requests[0])
     error: Exception | None = None
     try:
-        found = read_inputs(inputs)
+        found = read_inputs(read_settings)
         if world.leader:
             outputs.take([*found.read, *(f for r in requests for f in model_files(r.spec))])
         for message in found.warnings:
@@ -52,7 +53,7 @@ def prepare(
     world.agree(error)
     try:
         loaded = loaded or [load(request) for request in requests]
-        documents, warnings = documents_for(found.items, loaded[0], inputs.dataset, bos)
+        documents, warnings = documents_for(found.items, loaded[0], read_settings.dataset, bos)
     except Exception as exc:  # noqa: BLE001
         error = exc
     world.agree(error)

@@ -14,7 +14,7 @@ from ..core.totals import Bootstrap
 from ..errors import GptlossError, UsageError
 from ..files import Outputs
 from ..inputs.document import documents_digest
-from ..inputs.read import InputSettings
+from ..inputs.read import ReadSettings
 from ..models.spec import ModelRequest
 from .analysis import ANALYSES, AnalysisSettings
 from .console import emit, progress, wrote
@@ -76,7 +76,7 @@ def score(
     fmt: ScoreFormatOpt = None,
     output: OutputOpt = None,
     *,
-    inputs: InputSettings,
+    inputs: ReadSettings,
     model: ModelRequest,
     window: tuple[WindowSettings, ...],
     analyses: AnalysisSettings,
@@ -108,7 +108,7 @@ def score(
 def score_run(
     fmt: ScoreFormat,
     output: Path | None,
-    inputs: InputSettings,
+    inputs: ReadSettings,
     model: ModelRequest,
     window: WindowSettings,
     analyses: AnalysisSettings,
@@ -181,7 +181,7 @@ def check_combination(
 
 
 def compare_protocols(
-    inputs: InputSettings,
+    inputs: ReadSettings,
     model: ModelRequest,
     presets: tuple[WindowSettings, ...],
     json: bool,
@@ -203,7 +203,7 @@ def compare_protocols(
 
 
 def context_curve_command(
-    inputs: InputSettings,
+    inputs: ReadSettings,
     model: ModelRequest,
     window: WindowSettings,
     lengths: tuple[int, ...],
@@ -218,5 +218,5 @@ def context_curve_command(
     from ..tasks.context_curve import context_curve
 
     with progress("scoring") as bar:
-        curve = context_curve(loaded, documents, lengths, window, bar, world)
+        curve = context_curve(loaded, documents, lengths=lengths, settings=window, tracker=bar, world=world)
     emit(to_json(curve.to_dict()) if json else curve_table(curve), output)

@@ -8,15 +8,14 @@ with the whole job's per-token values, as one process would have them, and rank 
 The transport is torch.distributed's own all_gather (gloo for these host buffers; NCCL stays for CUDA
 tensors when the launcher's job uses it). What travels is bytes: a JSON header and raw numpy buffers, so
 nothing is unpickled. A rank that fails says so in its next exchange, and every rank stops with its message.
-(torch is imported where it is used: the command line asks `launched_rank` before it needs torch.)
+(torch is imported where it is used: the command line asks `World.launched` who leads before it needs torch.)
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +30,40 @@ class RankFailed(GptlossError):
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the job: `size` ranks in all (1: no process group)."""
+    """This process's place in the job: `size` ranks in all (1: no process group), `local_size` of them on
+    this machine."""
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1
+
+    @classmethod
+    def launched(cls, environ: Mapping[str, str]) -> World:
+        """This process's place as a launcher wrote it in `environ` (torchrun and accelerate launch set
+        WORLD_SIZE, RANK, LOCAL_RANK and LOCAL_WORLD_SIZE); SOLO without one, or when they are not numbers.
+        No process group is started: `join` does that, once the command knows its device."""
+        try:
+            size, local_size = int(environ.get("WORLD_SIZE", "1")), int(environ.get("LOCAL_WORLD_SIZE", "1"))
+            if size <= 1:
+                return SOLO if local_size == 1 else cls(local_size=local_size)
+            return cls(int(environ.get("RANK", "0")), size, int(environ.get("LOCAL_RANK", "0")), local_size)
+        except ValueError:
+            return SOLO
+
+    def join(self, cuda: bool) -> World:
+        """This world with its process group started: gloo for host buffers, and NCCL for CUDA tensors when
+        `cuda` (this rank then works on its own GPU). Alone: nothing to start."""
+        if not self.parallel:
+            return self
+        import torch
+        import torch.distributed as dist
+
+        if cuda:  # one GPU per local rank (several ranks share them round-robin when there are fewer)
+            torch.cuda.set_device(self.local_rank % torch.cuda.device_count())
+        if not dist.is_initialized():
+            dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+        return self
 
     @property
     def parallel(self) -> bool:
@@ -102,32 +130,6 @@ def _failure(failed: list[tuple[int, str]], size: int) -> str:
         return failed[0][1]
     rank, message = failed[0]
     return message if message.startswith("rank ") else f"rank {rank}: {message}"
-
-
-def world_from_environment(cuda: bool) -> World:
-    """The launcher's world (torchrun and accelerate launch set WORLD_SIZE, RANK, LOCAL_RANK), with the
-    process group started: gloo for host buffers, and NCCL for CUDA tensors when `cuda`. Without a
-    launcher: SOLO."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return SOLO
-    import torch
-    import torch.distributed as dist
-
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:  # one GPU per local rank (several ranks share them round-robin when there are fewer)
-        torch.cuda.set_device(local % torch.cuda.device_count())
-    if not dist.is_initialized():
-        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
-    return World(rank, size, local)
-
-
-def launched_rank() -> int:
-    """This process's rank as the launcher set it (0 without one), before any process group exists."""
-    try:
-        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-    except ValueError:
-        return 0
 
 
 def share(sizes: Sequence[int], parts: int) -> list[list[int]]:

@@ -72,11 +72,6 @@ class TokenizedDocument:
         positions = np.arange(start, end, dtype=np.int64)
         return positions if self.scored is None else positions[self.scored[start:end]]
 
-    def n_to_score(self, has_bos: bool) -> int:
-        """How many tokens get a loss: masked in, and not the first token when no BOS precedes it."""
-        first = 0 if has_bos else 1
-        return len(self.scored_positions(min(first, len(self)), len(self)))
-
 
 @dataclass(frozen=True)
 class Window:

@@ -105,15 +105,25 @@ class ChatRecord:
     label: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class DatasetInput:
+    """The records read, and the bad ones skipped (--skip-bad-records): how many, and the first one's problem."""
+
     items: list[Document | ChatRecord]
     skipped: int = 0
     first_problem: str | None = None
 
 
-def read_dataset(options: DatasetOptions, files: FileSettings = TEXT) -> DatasetInput:
-    """Read and check the records of a dataset (the chats are rendered later, with the model's template)."""
+def read_dataset(options: DatasetOptions, *, files: FileSettings = TEXT) -> DatasetInput:
+    """Read and check the records of a dataset (the chats are rendered later, with the model's template).
+
+    A local file or folder is read without the network, and so is a hub dataset when the hub cannot be reached
+    (from the cache, if it is there).
+
+    Args:
+        options: Which records, and which of their characters to score.
+        files: How bytes are decoded, and the longest record (a JSONL line) read.
+    """
     options.check()
     if options.limit is not None and options.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -125,11 +135,12 @@ def read_dataset(options: DatasetOptions, files: FileSettings = TEXT) -> Dataset
         rows = _jsonl_rows(path, encoding, errors, files.max_bytes)
     else:
         rows = _dataset_rows(options, path, encoding, errors)
-    found = DatasetInput([])
+    items: list[Document | ChatRecord] = []
+    skipped, first_problem = 0, None
     wanted = options.columns
     first, unknown = True, ""
     for where, row in rows:
-        if options.limit is not None and len(found.items) >= options.limit:
+        if options.limit is not None and len(items) >= options.limit:
             break
         try:
             if isinstance(row, BadRecord):
@@ -144,15 +155,15 @@ def read_dataset(options: DatasetOptions, files: FileSettings = TEXT) -> Dataset
             item = _item(row, where, options)
             if options.label_column:
                 item = replace(item, label=parse_label(row.get(options.label_column), options.label_column, where))
-            found.items.append(item)
+            items.append(item)
         except BadRecord as bad:
             if not options.skip_bad_records:
                 raise GptlossError(f"{bad}; {SKIP_HINT}") from None
-            found.skipped += 1
-            found.first_problem = found.first_problem or str(bad)
-    if not found.items:
+            skipped += 1
+            first_problem = first_problem or str(bad)
+    if not items:
         raise GptlossError(unknown if unknown else f"{options.name}: no records to score")
-    return found
+    return DatasetInput(items, skipped, first_problem)
 
 
 def _item(row: dict[str, Any], where: str, options: DatasetOptions) -> Document | ChatRecord:
@@ -268,13 +279,12 @@ def _dataset_rows(
 
 
 def _import_datasets(offline: bool) -> Any:
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub and datasets are first imported
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    """The `datasets` module, quiet, and with `offline` kept from the network: both libraries read their offline
+    switch from these constants when they would go online (the environment only when they are first imported)."""
     import datasets
     import huggingface_hub.constants
 
-    if offline:  # and for modules imported before this call
+    if offline:
         huggingface_hub.constants.HF_HUB_OFFLINE = True
         datasets.config.HF_HUB_OFFLINE = True
     datasets.disable_progress_bars()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
@@ -40,11 +40,11 @@ class FileSettings:
 TEXT = FileSettings()  # UTF-8, strict, at most MAX_BYTES, every file of a folder
 
 
-@dataclass
+@dataclass(frozen=True)
 class Listing:
     """The files that paths name (a folder's files in sorted order) and what a folder held that was skipped."""
 
-    files: list[str] = field(default_factory=list)
+    files: list[str]
     hidden: int = 0
     binary: int = 0
 
@@ -62,12 +62,8 @@ def list_files(paths: list[str], settings: FileSettings = TEXT) -> Listing:
         raise UsageError("no input: give one or more files or folders, or - for standard input")
     if paths.count(STDIN) > 1:
         raise UsageError("standard input (-) can be read only once")
-    found = Listing()
-    for path in paths:
-        if path != STDIN and Path(path).is_dir():
-            _walk(Path(path), settings, found)
-        else:
-            found.files.append(path)
+    parts = [_walk(Path(p), settings) if p != STDIN and Path(p).is_dir() else Listing([p]) for p in paths]
+    found = Listing([f for p in parts for f in p.files], sum(p.hidden for p in parts), sum(p.binary for p in parts))
     if not found.files:
         raise GptlossError(f"no text files in {', '.join(p for p in paths if p != STDIN)}" + _narrowed(settings))
     return found
@@ -77,16 +73,18 @@ def _narrowed(settings: FileSettings) -> str:
     return "" if settings.glob is None else f" matching --glob {settings.glob!r}"
 
 
-def _walk(folder: Path, settings: FileSettings, found: Listing) -> None:
+def _walk(folder: Path, settings: FileSettings) -> Listing:
+    """A folder's text files, and the hidden and binary files it holds."""
     names: list[tuple[str, str]] = []  # (path within the folder, path to read)
+    hidden_files = binary = 0
     for root, dirs, files in os.walk(folder, onerror=_unreadable):
         hidden = [d for d in dirs if d.startswith(".")]
-        found.hidden += sum(_count_files(Path(root, d)) for d in hidden)
+        hidden_files += sum(_count_files(Path(root, d)) for d in hidden)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             full = Path(root, name)
             if name.startswith("."):
-                found.hidden += 1
+                hidden_files += 1
                 continue
             inside = full.relative_to(folder).as_posix()
             if settings.glob is not None and not _matches(inside, settings.glob):
@@ -94,10 +92,10 @@ def _walk(folder: Path, settings: FileSettings, found: Listing) -> None:
             if not full.is_file():  # a broken link, a socket, a fifo
                 continue
             if not _is_text(full, settings.encoding):
-                found.binary += 1
+                binary += 1
                 continue
             names.append((inside, os.path.join(str(folder), inside)))
-    found.files.extend(path for _, path in sorted(names))
+    return Listing([path for _, path in sorted(names)], hidden_files, binary)
 
 
 def _unreadable(error: OSError) -> None:
@@ -130,15 +128,6 @@ def _is_text(path: Path, encoding: str) -> bool:
             return not _looks_binary(handle.read(BLOCK), encoding)
     except OSError as exc:
         raise GptlossError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-
-
-def read_documents(paths: list[str], settings: FileSettings = TEXT) -> list[Document]:
-    """Each file that `paths` name (see list_files; - is standard input) as a Document, in order.
-
-    Raises GptlossError naming the file for a missing path, binary content, a text longer than
-    settings.max_bytes, or bytes that do not decode (with the byte offset).
-    """
-    return [read_document(path, settings) for path in list_files(paths, settings).files]
 
 
 def read_document(path: str, settings: FileSettings) -> Document:

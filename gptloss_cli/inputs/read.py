@@ -13,7 +13,7 @@ from .files import TEXT, FileSettings, list_files, read_document
 
 
 @dataclass(frozen=True)
-class InputSettings:
+class ReadSettings:
     """What to read: files and folders (- is standard input) or a dataset, and how bytes are decoded."""
 
     paths: tuple[str, ...] = ()
@@ -37,7 +37,7 @@ class Items:
     read: list[str] = field(default_factory=list)
 
 
-def read_inputs(settings: InputSettings) -> Items:
+def read_inputs(settings: ReadSettings) -> Items:
     """The files, or the records of the dataset; one clear error for neither or both."""
     if settings.dataset is None:
         listing = list_files(list(settings.paths), settings.files)
@@ -45,7 +45,7 @@ def read_inputs(settings: InputSettings) -> Items:
         return Items(documents, listing.warnings(), listing.files)
     if settings.paths:
         raise UsageError("give files or --dataset, not both")
-    found = read_dataset(settings.dataset, settings.files)
+    found = read_dataset(settings.dataset, files=settings.files)
     warnings = [f"skipped {found.skipped} bad record(s); the first: {found.first_problem}"] if found.skipped else []
     template = [] if settings.dataset.chat_template is None else [str(settings.dataset.chat_template)]
     return Items(found.items, warnings, [*dataset_files(Path(settings.dataset.name).expanduser()), *template])

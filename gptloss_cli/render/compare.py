@@ -12,8 +12,8 @@ from rich.text import Text
 
 from ..core.totals import Totals
 from ..models.spec import ModelInfo
-from ..tasks.compare_result import CompareResult, DocumentPair, FailedCandidate
-from ..tasks.compare_stats import Distribution, Paired
+from ..tasks.compare.result import CompareResult, DocumentPair, FailedCandidate
+from ..tasks.compare.stats import Distribution, Paired
 from .analyses import detection_table
 from .fit import FitNames
 from .format import interval, middle_cut, num, shown_token, visible

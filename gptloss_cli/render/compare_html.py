@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.totals import Totals
-from ..tasks.compare_result import CompareResult, DocumentPair
-from ..tasks.compare_stats import Distribution, Paired
+from ..tasks.compare.result import CompareResult, DocumentPair
+from ..tasks.compare.stats import Distribution, Paired
 from .compare import word_ppl
 from .format import num, visible
 from .html import CSS, escape, peak_line, shown

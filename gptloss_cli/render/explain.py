@@ -11,8 +11,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..tasks.explain import Explanation
-from ..tasks.explain_text import ExplainPosition, TextExplanation
+from ..tasks.explain.prediction import Explanation
+from ..tasks.explain.text import ExplainPosition, TextExplanation
 from .format import shown_token, sig4
 
 CONTEXT_CHARS = 20  # the text before a position, shown up to this many characters (its tail)

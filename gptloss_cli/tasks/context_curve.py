@@ -18,6 +18,7 @@ from ..core.distributed import SOLO, World
 from ..core.plan import WindowSettings
 from ..core.presets import DEFAULT, preset
 from ..core.totals import Totals
+from ..core.windows import TokenizedDocument
 from ..errors import GptlossError, UsageError
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
@@ -57,24 +58,48 @@ class ContextCurve:
         }
 
 
+class LateTokens(ScoreRun):
+    """A scoring run in which only the tokens after the first `skip` of each document count."""
+
+    def __init__(
+        self, loaded: LoadedModel, documents: Sequence[Document], settings: WindowSettings, world: World, skip: int
+    ) -> None:
+        self.skip = skip  # set first: the constructor tokenizes
+        super().__init__(loaded, documents, settings, world)
+
+    def tokenize(self, document: Document) -> TokenizedDocument:
+        tokens = super().tokenize(document)
+        late = np.arange(len(tokens)) >= self.skip  # (n,)
+        return replace(tokens, scored=late if tokens.scored is None else late & tokens.scored)
+
+
 def context_curve(
     loaded: LoadedModel,
     documents: Sequence[Document],
+    *,
     lengths: Sequence[int],
-    settings: WindowSettings,
+    settings: WindowSettings | None = None,
     tracker: Tracker = QUIET,
     world: World = SOLO,
 ) -> ContextCurve:
-    """The curve over `lengths` (ascending); `settings` gives everything but the windows."""
+    """The same tokens scored with windows of each length (see the module docstring).
+
+    Args:
+        loaded: The model.
+        documents: What it scores.
+        lengths: The windows' lengths, ascending; each advances by half its length.
+        settings: Everything but the windows (BOS, batch size); the gptloss protocol only.
+        tracker: Told of the work ahead and done, length by length.
+        world: The ranks that share the work (core.distributed).
+    """
+    settings = settings or WindowSettings()
     if preset(settings.protocol) is not preset(DEFAULT):
         raise UsageError("--context-lengths lays out its own windows: use it without --protocol")
     skip = max(lengths)
     points, plan = [], None
     for length in lengths:
-        run = ScoreRun(loaded, documents, replace(settings, max_length=length, stride=max(1, length // 2)), world)
-        for i, doc in enumerate(run.tokenized):  # only the tokens after the first max(L) count
-            late = np.arange(len(doc)) >= skip
-            run.tokenized[i] = replace(doc, scored=late if doc.scored is None else late & doc.scored)
+        windows = replace(settings, max_length=length, stride=max(1, length // 2))
+        run = LateTokens(loaded, documents, windows, world, skip)
         if run.tokens_to_score() == 0:
             raise GptlossError(f"--context-lengths: no document is longer than {skip} tokens, the longest length")
         tracker.start(run.tokens_to_score(), len(documents))

@@ -11,6 +11,7 @@ from .._version import __version__
 from ..core.batches import tokens_to_score
 from ..core.distributed import SOLO, World
 from ..core.plan import Plan, WindowSettings, make_plan, tokenize_document
+from ..core.windows import TokenizedDocument
 from ..inputs.dataset import DatasetOptions
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
@@ -76,7 +77,12 @@ class Job:
         self.world = world  # the ranks that share the work (core.distributed); every rank gets every result
         self.plan = make_plan(loaded, settings)
         refuse_masks(self.plan, self.documents)
-        self.tokenized = [tokenize_document(self.plan, loaded.tokenizer, doc) for doc in self.documents]
+        self.tokenized = [self.tokenize(doc) for doc in self.documents]
+
+    def tokenize(self, document: Document) -> TokenizedDocument:
+        """One document's tokens as this job's plan sees them, with its loss mask (a kind of job that scores
+        fewer tokens narrows the mask here)."""
+        return tokenize_document(self.plan, self.loaded.tokenizer, document)
 
     @cached_property
     def card(self) -> ProtocolCard:

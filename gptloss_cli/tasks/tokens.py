@@ -156,6 +156,21 @@ def word_records(tokens: TokenizedDocument, positions: np.ndarray, nll: np.ndarr
     ]
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Records of one document as they are made: a window's token records, or a document's word records. The
+    last chunk of each document carries its totals (and may hold no record)."""
+
+    doc: int  # the document's index in the run
+    records: list[AnyRecord]
+    totals: Totals | None = None  # on the document's last chunk: its totals
+
+    @property
+    def done(self) -> bool:
+        """Whether this is the document's last chunk."""
+        return self.totals is not None
+
+
 class TokenRun(Job):
     """Records of several documents with one model, produced as the windows are scored."""
 
@@ -164,28 +179,37 @@ class TokenRun(Job):
         loaded: LoadedModel,
         documents: Sequence[Document],
         settings: WindowSettings,
+        *,
         top_k: int = 5,
         unit: str = "token",
-        inputs: dict[str, Any] | None = None,
+        described: dict[str, Any] | None = None,
         world: World = SOLO,
     ) -> None:
+        """Tokenize and plan `documents` for `loaded`.
+
+        Args:
+            loaded: The model.
+            documents: What it scores.
+            settings: The windows.
+            top_k: How many of the model's top choices each token record lists.
+            unit: "token" (a record per token) or "word" (a record per whitespace-separated word).
+            described: The header's `input` block: the dataset and columns read (None for files).
+            world: The ranks that share the work (core.distributed).
+        """
         super().__init__(loaded, documents, settings, world)
-        self.inputs = inputs  # the dataset and columns read, when not files
+        self.described = described
         self.top_k = top_k
         self.unit = unit
-        self.totals: list[Totals | None] = [None] * len(self.documents)
 
     def header(self) -> dict[str, Any]:
         settings = {**self.settings_dict(), "top_k": self.top_k, "unit": self.unit}
         head = {"schema": TOKENS_SCHEMA, "model": self.loaded.info.to_dict(), "settings": settings}
-        return head if self.inputs is None else {**head, "input": self.inputs}
+        return head if self.described is None else {**head, "input": self.described}
 
-    def chunks(
-        self, progress: Progress | None = None, on_document: Callable[[], None] | None = None
-    ) -> Iterator[tuple[int, list[AnyRecord]]]:
-        """(document index, records) in document order; each document's totals are set when it is done
-        (and `on_document` called). Token records come a window at a time; word records once per document.
-        With several ranks, only rank 0 builds records (the others score their share and set the totals)."""
+    def chunks(self, progress: Progress | None = None) -> Iterator[Chunk]:
+        """The documents' chunks in document order. Token records come a window at a time, word records once
+        per document, in its last chunk, which also carries its totals. With several ranks, only rank 0 builds
+        records (the others score their share and get every document's totals)."""
         words = self.unit == "word"  # words need NLL only
         softmax = self.plan.peer_softmax
         measure = nll_measure(self.loaded, softmax) if words else stats_measure(self.loaded, self.top_k, softmax)
@@ -194,23 +218,21 @@ class TokenRun(Job):
         scorer = Scorer(measure, self.loaded.info.device, self.world)
         for window, part in scorer.windows(self.tokenized, self.plan, progress):
             while current < window.doc:
-                yield from self._finish(current, pending, on_document)
+                yield self._last(current, pending)
                 pending, current = [], current + 1
             pending.append(part)
             if not words and self.world.leader:
-                yield current, list(token_records(self.tokenized[current], part, self.loaded.tokenizer.pieces))
+                yield Chunk(current, list(token_records(self.tokenized[current], part, self.loaded.tokenizer.pieces)))
         while current < len(self.documents):
-            yield from self._finish(current, pending, on_document)
+            yield self._last(current, pending)
             pending, current = [], current + 1
 
-    def _finish(
-        self, doc: int, pending: list[Scored], on_document: Callable[[], None] | None
-    ) -> Iterator[tuple[int, list[AnyRecord]]]:
+    def _last(self, doc: int, pending: list[Scored]) -> Chunk:
+        """A document's last chunk: its totals, and its word records when the unit is words."""
         tokens = self.tokenized[doc]
         positions = np.concatenate([p.positions for p in pending]) if pending else np.zeros(0, dtype=np.int64)
         nll = np.concatenate([p.nll for p in pending]) if pending else np.zeros(0)
-        self.totals[doc] = document_totals(tokens, positions, nll)
-        if on_document:
-            on_document()
+        records: list[AnyRecord] = []
         if self.unit == "word" and self.world.leader:
-            yield doc, list(word_records(tokens, positions, nll))
+            records = list(word_records(tokens, positions, nll))
+        return Chunk(doc, records, document_totals(tokens, positions, nll))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.totals import Bootstrap, stderr
+from ...core.totals import Bootstrap, stderr
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
     *(("max", 100.0), ("99.9", 99.9), ("99", 99.0), ("95", 95.0), ("90", 90.0)),
@@ -34,6 +34,15 @@ def percentiles(values: np.ndarray, which: tuple[tuple[str, float], ...] = PERCE
         return None
     points = np.percentile(values, [q for _, q in which])
     return {name: float(v) for (name, _), v in zip(which, points, strict=True)}
+
+
+def binoculars(nll_b: np.ndarray, cross_entropy: np.ndarray | None) -> float | None:
+    """Binoculars with A observing and B performing: B's mean NLL over the mean of -Σ P_A log P_B at the same
+    positions; None without a position, or when that cross-entropy is not positive."""
+    if cross_entropy is None or len(cross_entropy) == 0:
+        return None
+    cross = float(cross_entropy.mean())
+    return float(nll_b.mean()) / cross if cross > 0 else None
 
 
 @dataclass(frozen=True)

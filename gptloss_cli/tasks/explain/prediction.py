@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 SCHEMA = "gptloss.explain/v1"
 SUM_TOLERANCE = 1e-6  # how far probabilities may sum from 1

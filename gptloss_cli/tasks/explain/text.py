@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.plan import WindowSettings
-from ..errors import GptlossError
-from ..inputs.document import Document
-from ..models.spec import LoadedModel, ModelInfo
-from .explain import SCHEMA, finite, safe_exp
-from .tokens import TokenRecord, TokenRun
+from ...core.plan import WindowSettings
+from ...errors import GptlossError
+from ...inputs.document import Document
+from ...models.spec import LoadedModel, ModelInfo
+from ..tokens import TokenRecord, TokenRun
+from .prediction import SCHEMA, finite, safe_exp
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,20 @@ def with_running_means(records: list[TokenRecord]) -> list[ExplainPosition]:
     return out
 
 
-def explain_text(loaded: LoadedModel, text: str, settings: WindowSettings, top_k: int) -> TextExplanation:
-    """Score `text` with the same machinery as `tokens`, adding running means."""
-    run = TokenRun(loaded, [Document(text=text, source="<text>")], settings, top_k=top_k, unit="token")
+def explain_text(
+    loaded: LoadedModel, text: str, *, settings: WindowSettings | None = None, top_k: int = 5
+) -> TextExplanation:
+    """Score `text` with the same machinery as `tokens`, adding running means.
+
+    Args:
+        loaded: The model.
+        text: What it scores, as one document.
+        settings: The windows (default: the model's context, BOS when the tokenizer has one).
+        top_k: How many of the model's top choices each position lists.
+    """
+    document = Document(text=text, source="<text>")
+    run = TokenRun(loaded, [document], settings or WindowSettings(), top_k=top_k, unit="token")
     if run.tokens_to_score() == 0:
         raise GptlossError("--text: nothing to score (no token has a preceding token or BOS to be predicted from)")
-    records = [r for _, chunk in run.chunks() for r in chunk if isinstance(r, TokenRecord)]
+    records = [r for chunk in run.chunks() for r in chunk.records if isinstance(r, TokenRecord)]
     return TextExplanation(text, loaded.info, run.header()["settings"], with_running_means(records))

@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from ..core.plan import Plan
-from ..core.totals import Bootstrap, Totals, bootstrap_exp_ci95
-from ..models.spec import ModelInfo
-from .analyses import Detection, detection
-from .compare_stats import Difference, Distribution, Paired
-from .job import settings_dict
-from .protocols import ProtocolCard
+from ...core.plan import Plan
+from ...core.totals import Bootstrap, Totals, bootstrap_exp_ci95
+from ...models.spec import ModelInfo
+from ..analyses import Detection, detection
+from ..job import settings_dict
+from ..protocols import ProtocolCard
+from .stats import Difference, Distribution, Paired, binoculars
 
 COMPARE_SCHEMA = "gptloss.compare/v1"
 # The percentiles llama-perplexity lists for KLD, and for Δp (which adds the quartiles).
@@ -42,11 +42,8 @@ class DocumentPair:
 
     @property
     def binoculars(self) -> float | None:
-        """Binoculars with A observing and B performing: B's mean NLL over the mean of -Σ P_A log P_B."""
-        if self.cross_entropy is None or len(self.cross_entropy) == 0:
-            return None
-        cross = float(self.cross_entropy.mean())
-        return float(self.nll_b.mean()) / cross if cross > 0 else None
+        """Binoculars with A observing and B performing, over this document's positions."""
+        return binoculars(self.nll_b, self.cross_entropy)
 
     @property
     def delta_mean_nll(self) -> float | None:
@@ -90,11 +87,10 @@ class CompareResult:
 
     @property
     def binoculars_score(self) -> float | None:
-        """B's mean NLL over the mean of -Σ P_A log P_B, over all positions (the documents' pooled)."""
-        cross = self._all("cross_entropy") if self.same_vocabulary else np.zeros(0)
-        if not self.binoculars or len(cross) == 0 or cross.mean() <= 0:
+        """Binoculars over all positions (the documents' pooled), when asked for and the models share a vocabulary."""
+        if not self.binoculars or not self.same_vocabulary:
             return None
-        return float(self._all("nll_b").mean() / cross.mean())
+        return binoculars(self._all("nll_b"), self._all("cross_entropy"))
 
     @property
     def unit(self) -> str:
