@@ -109,8 +109,8 @@ def test_tokens_through_the_protocol_alone(loaded, piece: int | None) -> None:
     lm = loaded["llama"]
     run = TokenRun(fake(lm, LogitsBackend(lm.model, piece)), DOCS, SETTINGS, top_k=3)
     got: dict[int, list[Any]] = {}
-    for i, records in run.chunks():
-        got.setdefault(i, []).extend(records)
+    for chunk in run.chunks():
+        got.setdefault(chunk.doc, []).extend(chunk.records)
     for i, doc in enumerate(DOCS):
         ids, logp = reference(lm, doc)
         records = got[i]
@@ -126,7 +126,7 @@ def test_compare_pairs_a_whole_backend_with_one_in_pieces(loaded) -> None:
     """The same model through both kinds: the pair's parts line up, so the NLLs agree and the KL is ~0."""
     lm = loaded["llama"]
     a, b = fake(lm, LogitsBackend(lm.model)), fake(lm, LogitsBackend(lm.model, piece=4))
-    result = compare_documents(a, b, DOCS, SETTINGS)
+    result = compare_documents(a, b, DOCS, settings=SETTINGS)
     for doc, pair in zip(DOCS, result.documents, strict=True):
         nll = reference_nll(lm, doc)
         np.testing.assert_allclose(pair.nll_a, nll, rtol=0, atol=TOL)
