@@ -7,8 +7,9 @@ import json
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -16,12 +17,19 @@ import torch
 from conftest import BATCH_RTOL, CORPUS, assert_totals_close, run
 
 from gptloss_cli.core.analyses import PositionBuckets
-from gptloss_cli.core.presets import Layout, PeerCounts, Preset, preset, register, unregister
+from gptloss_cli.core.presets import Layout, PeerCounts, PeerFigures, Preset, preset, register, unregister
 from gptloss_cli.core.totals import Bootstrap, Totals
 from gptloss_cli.core.windows import Window
 from gptloss_cli.models.loader import load_model
 from gptloss_cli.tasks.accumulator import Accumulator, DocumentScore
 from gptloss_cli.tasks.analyses import DocumentAnalyses
+
+
+@dataclass(frozen=True)
+class EverySecondFigures(PeerFigures):
+    key: ClassVar[str] = "every_second"
+    perplexity: float | None
+    windows: int
 
 
 class EverySecond(Preset):
@@ -49,8 +57,8 @@ class EverySecond(Preset):
     def counts_from_total(self, total: dict[str, Any]) -> PeerCounts:
         return PeerCounts(windows=int(total["every_second"]["windows"]))
 
-    def peer_numbers(self, total: Totals, counts: PeerCounts) -> dict[str, Any] | None:
-        return {"every_second": {"perplexity": total.perplexity, "windows": counts.windows}}
+    def peer_numbers(self, total: Totals, counts: PeerCounts) -> PeerFigures | None:
+        return EverySecondFigures(perplexity=total.perplexity, windows=counts.windows)
 
 
 @pytest.fixture

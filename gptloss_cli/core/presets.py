@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -73,6 +73,67 @@ class PeerCounts:
     def structure(self) -> PeerCounts:
         """The counts that follow from the documents and windows alone (the recipe's need the losses)."""
         return replace(self, recipe=None)
+
+
+@dataclass(frozen=True)
+class PeerFigures:
+    """A peer's own figures for a total, typed until `to_dict` puts them under the peer's key."""
+
+    key: ClassVar[str]  # where the figures go in a total ({"lm_eval": {...}})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self.key: {f.name: getattr(self, f.name) for f in fields(self)}}
+
+    def prints(self, num: Number) -> str:
+        """What the peer itself would print (`num` formats a number to so many digits)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LmEvalFigures(PeerFigures):
+    key: ClassVar[str] = "lm_eval"
+    log_likelihood: float
+    words: int
+    bytes: int
+    word_perplexity: float | None
+    byte_perplexity: float | None
+    bits_per_byte: float | None
+
+    def prints(self, num: Number) -> str:
+        return f"word PPL {num(self.word_perplexity, 2)}"
+
+
+@dataclass(frozen=True)
+class LlamaCppFigures(PeerFigures):
+    key: ClassVar[str] = "llama_cpp"
+    perplexity: float | None
+    plus_minus: float | None
+    chunks: int
+
+    def prints(self, num: Number) -> str:
+        return f"{num(self.perplexity, 4)} ± {num(self.plus_minus, 4)}"
+
+
+@dataclass(frozen=True)
+class HfStrideFigures(PeerFigures):
+    key: ClassVar[str] = "hf_stride"
+    perplexity: float | None
+    tokens: int
+    corrected_perplexity: float | None
+    corrected_tokens: int
+
+    def prints(self, num: Number) -> str:
+        return f"{num(self.perplexity, 3)} ({self.tokens} tok)"
+
+
+@dataclass(frozen=True)
+class GptqFigures(PeerFigures):
+    key: ClassVar[str] = "gptq"
+    perplexity: float | None
+    chunks: int
+
+    def prints(self, num: Number) -> str:
+        return num(self.perplexity, 3)
 
 
 class Preset:
@@ -133,13 +194,9 @@ class Preset:
         """The counts read back from a total's peer block, less those the documents' lines keep."""
         return PeerCounts()
 
-    def peer_numbers(self, total: Totals, counts: PeerCounts) -> dict[str, Any] | None:
-        """The peer's own figures under its names ({"lm_eval": {...}}); None when there is no peer."""
+    def peer_numbers(self, total: Totals, counts: PeerCounts) -> PeerFigures | None:
+        """The peer's own figures for a total; None when there is no peer."""
         return None
-
-    def peer_prints(self, total: dict[str, Any], num: Number) -> str:
-        """What the peer itself would print for a total (`num` formats a number to so many digits)."""
-        return num(total["perplexity"], 3)
 
 
 class Gptloss(Preset):
@@ -198,21 +255,16 @@ class LmEval(Preset):
         block = total[self.peer_key]
         return PeerCounts(words=int(block["words"]), bytes=int(block["bytes"]))
 
-    def peer_numbers(self, total: Totals, counts: PeerCounts) -> dict[str, Any] | None:
+    def peer_numbers(self, total: Totals, counts: PeerCounts) -> PeerFigures | None:
         ll, words, n_bytes = -total.nll_sum, counts.words, counts.bytes
-        return {
-            "lm_eval": {
-                "log_likelihood": ll,
-                "words": words,
-                "bytes": n_bytes,
-                "word_perplexity": exp_or_none(-ll / words) if words else None,
-                "byte_perplexity": exp_or_none(-ll / n_bytes) if n_bytes else None,
-                "bits_per_byte": -ll / (n_bytes * LN2) if n_bytes else None,
-            }
-        }
-
-    def peer_prints(self, total: dict[str, Any], num: Number) -> str:
-        return f"word PPL {num(total['lm_eval']['word_perplexity'], 2)}"
+        return LmEvalFigures(
+            log_likelihood=ll,
+            words=words,
+            bytes=n_bytes,
+            word_perplexity=exp_or_none(-ll / words) if words else None,
+            byte_perplexity=exp_or_none(-ll / n_bytes) if n_bytes else None,
+            bits_per_byte=-ll / (n_bytes * LN2) if n_bytes else None,
+        )
 
 
 class Chunks(Preset):
@@ -265,14 +317,10 @@ class LlamaCpp(Chunks):
                 f"{2 * layout.length} (as llama-perplexity does): give a smaller --max-length"
             )
 
-    def peer_numbers(self, total: Totals, counts: PeerCounts) -> dict[str, Any] | None:
+    def peer_numbers(self, total: Totals, counts: PeerCounts) -> PeerFigures | None:
         ppl, spread = total.perplexity, total.stderr_mean_nll
         plus_minus = None if ppl is None or spread is None else ppl * spread
-        return {"llama_cpp": {"perplexity": ppl, "plus_minus": plus_minus, "chunks": counts.windows}}
-
-    def peer_prints(self, total: dict[str, Any], num: Number) -> str:
-        peer = total["llama_cpp"]
-        return f"{num(peer['perplexity'], 4)} ± {num(peer['plus_minus'], 4)}"
+        return LlamaCppFigures(perplexity=ppl, plus_minus=plus_minus, chunks=counts.windows)
 
 
 class HfStride(Preset):
@@ -317,22 +365,16 @@ class HfStride(Preset):
             previous = w.end
         return PeerCounts(recipe=(math.fsum(total), weight))
 
-    def peer_numbers(self, total: Totals, counts: PeerCounts) -> dict[str, Any] | None:
+    def peer_numbers(self, total: Totals, counts: PeerCounts) -> PeerFigures | None:
         if counts.recipe is None:
             return None
         weighted, count = counts.recipe
-        return {
-            "hf_stride": {
-                "perplexity": exp_or_none(weighted / count) if count else None,
-                "tokens": count,
-                "corrected_perplexity": total.perplexity,
-                "corrected_tokens": total.tokens_scored,
-            }
-        }
-
-    def peer_prints(self, total: dict[str, Any], num: Number) -> str:
-        peer = total["hf_stride"]
-        return f"{num(peer['perplexity'], 3)} ({peer['tokens']} tok)"
+        return HfStrideFigures(
+            perplexity=exp_or_none(weighted / count) if count else None,
+            tokens=count,
+            corrected_perplexity=total.perplexity,
+            corrected_tokens=total.tokens_scored,
+        )
 
 
 class Gptq(Chunks):
@@ -353,8 +395,8 @@ class Gptq(Chunks):
         length = layout.length
         return [Window(doc, i * length, (i + 1) * length, i * length + 1) for i in range(n // length)]
 
-    def peer_numbers(self, total: Totals, counts: PeerCounts) -> dict[str, Any] | None:
-        return {"gptq": {"perplexity": total.perplexity, "chunks": counts.windows}}
+    def peer_numbers(self, total: Totals, counts: PeerCounts) -> PeerFigures | None:
+        return GptqFigures(perplexity=total.perplexity, chunks=counts.windows)
 
 
 # The registry: --protocol NAME, in the order `--protocol all` runs them.

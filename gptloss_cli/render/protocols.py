@@ -32,7 +32,8 @@ def protocols_table(model: ModelInfo, runs: Sequence[PresetRun]) -> RenderableTy
             continue
         card = run.result.card
         context = f"{card.context_min}–{card.context_max}"
-        prints = run.preset.peer_prints(run.result.total_dict(), num)  # what the peer itself would print
+        peer = run.result.corpus.peer  # what the peer itself would print
+        prints = num(run.result.total.perplexity, 3) if peer is None else peer.prints(num)
         cells = [run.preset.name, num(run.result.total.perplexity, 3), str(card.tokens_scored)]
         cells += [str(card.tokens - card.tokens_scored), context, str(card.windows), prints]
         table.add_row(*(Text(c) for c in cells))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.analyses import PositionBuckets
-from ..core.presets import PeerCounts, Preset
+from ..core.presets import PeerCounts, PeerFigures, Preset
 from ..core.totals import Bootstrap, Totals, bootstrap_ci95, macro_mean_perplexity
 from ..errors import GptlossError
 from .analyses import NONE, Detection, DocumentAnalyses, corpus_analyses
@@ -48,7 +48,7 @@ class CorpusTotal:
     macro_mean_perplexity: float | None
     bootstrap: Bootstrap | None = None
     bootstrap_ci95: tuple[float, float] | None = None
-    peer: dict[str, Any] | None = None  # the protocol's peer's own numbers, under its names
+    peer: PeerFigures | None = None  # the protocol's peer's own figures
     by_position: PositionBuckets | None = None
     detection: list[Detection] | None = None  # with labelled documents
 
@@ -57,7 +57,7 @@ class CorpusTotal:
             **self.totals.to_dict(),
             "documents": self.documents,
             "macro_mean_perplexity": self.macro_mean_perplexity,
-            **(self.peer or {}),
+            **({} if self.peer is None else self.peer.to_dict()),
         }
         if self.by_position is not None:
             out["by_position"] = self.by_position.to_dict()
