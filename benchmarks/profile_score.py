@@ -98,7 +98,7 @@ def label_functions(model: torch.nn.Module, parts: Parts) -> None:
 
 
 def one_batch(lm, args, device: torch.device):
-    from gptloss_cli.core.batches import BatchInputs
+    from gptloss_cli.core.batches import ModelBatch
 
     text = (ROOT / "sample_texts" / "prose.txt").read_text(encoding="utf-8")
     once = torch.as_tensor(lm.tokenizer.encode(text)[0])  # (n,)
@@ -108,7 +108,7 @@ def one_batch(lm, args, device: torch.device):
     rows = torch.arange(args.batch_size).repeat_interleave(scored)
     cols = torch.arange(1, args.max_length).repeat(args.batch_size)
     tensors = (ids, torch.ones_like(ids), rows, cols, ids[rows, cols])
-    return BatchInputs(*(t.to(device) for t in tensors), [])
+    return ModelBatch(*(t.to(device) for t in tensors), [])
 
 
 def main() -> None:

@@ -65,9 +65,9 @@ def score_format(output: Path | None) -> ScoreFormat:
 
 
 @grouped(
-    inputs=INPUTS,
+    read_settings=INPUTS,
     model=PLACED_MODEL,
-    window=EVERY_WINDOW,
+    windows=EVERY_WINDOW,
     analyses=ANALYSES,
     bootstrap=bootstrap_group("the corpus PPL"),
     run_file=RUN_FILE,
@@ -76,9 +76,9 @@ def score(
     fmt: ScoreFormatOpt = None,
     output: OutputOpt = None,
     *,
-    inputs: ReadSettings,
+    read_settings: ReadSettings,
     model: ModelRequest,
-    window: tuple[WindowSettings, ...],
+    windows: tuple[WindowSettings, ...],
     analyses: AnalysisSettings,
     bootstrap: Bootstrap | None,
     run_file: tuple[bool, Shard | None],
@@ -94,23 +94,23 @@ def score(
     scores the text under each preset and shows side by side why their numbers differ.
     """
     fmt = fmt or score_format(output)
-    check_combination(fmt, output, run_file, analyses, window, bootstrap)
+    check_combination(fmt, output, run_file, analyses, windows, bootstrap)
     with Outputs(("--output", output)) as outputs:
         if analyses.context_lengths:
             lengths = analyses.context_lengths
-            context_curve_command(inputs, model, window[0], lengths, fmt is ScoreFormat.json, output, outputs)
-        elif len(window) > 1:
-            compare_protocols(inputs, model, window, fmt is ScoreFormat.json, output, outputs)
+            context_curve_command(read_settings, model, windows[0], lengths, fmt is ScoreFormat.json, output, outputs)
+        elif len(windows) > 1:
+            compare_protocols(read_settings, model, windows, fmt is ScoreFormat.json, output, outputs)
         else:
-            score_run(fmt, output, inputs, model, window[0], analyses, bootstrap, run_file, outputs)
+            score_run(fmt, output, read_settings, model, windows[0], analyses, bootstrap, run_file, outputs)
 
 
 def score_run(
     fmt: ScoreFormat,
     output: Path | None,
-    inputs: ReadSettings,
+    read_settings: ReadSettings,
     model: ModelRequest,
-    window: WindowSettings,
+    window_settings: WindowSettings,
     analyses: AnalysisSettings,
     bootstrap: Bootstrap | None,
     run_file: tuple[bool, Shard | None],
@@ -118,7 +118,7 @@ def score_run(
 ) -> None:
     """One scoring run: a table, JSON, or a run file written as documents finish."""
     resume, share = run_file
-    [loaded], documents, world = prepare(inputs, [model], window.bos, outputs)
+    [loaded], documents, world = prepare(read_settings, [model], window_settings.bos, outputs)
     from rich.console import Group
 
     from ..render.analyses import analyses_view
@@ -129,14 +129,14 @@ def score_run(
     from ..tasks.runfile import run_jsonl
     from ..tasks.score import ScoreRun
 
-    run = ScoreRun(loaded, documents, window, world, share, analyses.analyses)
-    run.require_tokens(inputs.dataset)
-    described = {**inputs.describe(documents), "sha256": documents_digest(documents)}  # --resume checks it
+    run = ScoreRun(loaded, documents, window_settings, world, share, analyses.analyses)
+    run.require_tokens(read_settings.dataset)
+    described = {**read_settings.describe(documents), "sha256": documents_digest(documents)}  # --resume checks it
     with progress("scoring") as bar:
         if fmt is ScoreFormat.jsonl:
             result = run_jsonl(run, output or sys.stdout, resume, described, bootstrap, bar)
         else:
-            result = run.run(bar, bootstrap, None if inputs.dataset is None else described)
+            result = run.run(bar, bootstrap, None if read_settings.dataset is None else described)
     warn_all(unscored([documents[d.index] for d in result.documents], [d.totals for d in result.documents]))
     warn_all(detection_warnings(result.corpus.detection))
     if fmt is ScoreFormat.json:
@@ -153,7 +153,7 @@ def check_combination(
     output: Path | None,
     run_file: tuple[bool, Shard | None],
     analyses: AnalysisSettings,
-    window: tuple[WindowSettings, ...],
+    windows: tuple[WindowSettings, ...],
     bootstrap: Bootstrap | None,
 ) -> None:
     """One line for options that do not go together, before anything is read or loaded."""
@@ -163,17 +163,17 @@ def check_combination(
     if share is not None and (output is None or fmt is not ScoreFormat.jsonl):
         raise UsageError("--shard needs --output FILE with -f jsonl (a .jsonl run file, for gptloss merge)")
     asked = analyses.analyses.to_dict() is not None
-    if (analyses.context_lengths or len(window) > 1) and (asked or bootstrap is not None):
+    if (analyses.context_lengths or len(windows) > 1) and (asked or bootstrap is not None):
         raise UsageError(
             "--by-position, --membership and --bootstrap go with one scoring run, not --context-lengths or "
             "--protocol all"
         )
     if analyses.context_lengths:
-        if fmt is ScoreFormat.jsonl or share is not None or len(window) > 1:
+        if fmt is ScoreFormat.jsonl or share is not None or len(windows) > 1:
             raise UsageError("--context-lengths gives one table (or -f json): no run file, shard or --protocol")
-        if window[0].max_length is not None or window[0].stride is not None:
+        if windows[0].max_length is not None or windows[0].stride is not None:
             raise UsageError("--context-lengths sets the windows itself: drop --max-length and --stride")
-    if len(window) > 1:
+    if len(windows) > 1:
         if fmt is ScoreFormat.jsonl:
             raise UsageError("--protocol all gives one table (or -f json), not a run file")
         if bootstrap is not None:
@@ -181,7 +181,7 @@ def check_combination(
 
 
 def compare_protocols(
-    inputs: ReadSettings,
+    read_settings: ReadSettings,
     model: ModelRequest,
     presets: tuple[WindowSettings, ...],
     json: bool,
@@ -189,7 +189,7 @@ def compare_protocols(
     outputs: Outputs,
 ) -> None:
     """The same model and text under each preset: the protocols' totals side by side."""
-    [loaded], documents, world = prepare(inputs, [model], presets[0].bos, outputs)
+    [loaded], documents, world = prepare(read_settings, [model], presets[0].bos, outputs)
     from ..render.format import to_json
     from ..render.protocols import protocols_json, protocols_table
     from ..tasks.protocol_runs import score_presets
@@ -203,20 +203,20 @@ def compare_protocols(
 
 
 def context_curve_command(
-    inputs: ReadSettings,
+    read_settings: ReadSettings,
     model: ModelRequest,
-    window: WindowSettings,
+    window_settings: WindowSettings,
     lengths: tuple[int, ...],
     json: bool,
     output: Path | None,
     outputs: Outputs,
 ) -> None:
     """The same tokens scored with windows of each length: PPL as the context grows."""
-    [loaded], documents, world = prepare(inputs, [model], window.bos, outputs)
+    [loaded], documents, world = prepare(read_settings, [model], window_settings.bos, outputs)
     from ..render.context_curve import curve_table
     from ..render.format import to_json
     from ..tasks.context_curve import context_curve
 
     with progress("scoring") as bar:
-        curve = context_curve(loaded, documents, lengths=lengths, settings=window, tracker=bar, world=world)
+        curve = context_curve(loaded, documents, lengths=lengths, settings=window_settings, tracker=bar, world=world)
     emit(to_json(curve.to_dict()) if json else curve_table(curve), output)

@@ -66,7 +66,7 @@ def batches(windows: list[Window], plan: Plan, device: torch.device) -> Iterator
 
 
 @dataclass(frozen=True)
-class BatchInputs:
+class ModelBatch:
     """A batch of windows as model inputs, and where each window's scored tokens are."""
 
     ids: torch.Tensor  # (B, T)
@@ -77,7 +77,7 @@ class BatchInputs:
     meta: list[tuple[np.ndarray, np.ndarray]]  # per window: (document positions, context lengths)
 
 
-def batch_inputs(docs: list[TokenizedDocument], batch: list[Window], plan: Plan, device: torch.device) -> BatchInputs:
+def model_batch(docs: list[TokenizedDocument], batch: list[Window], plan: Plan, device: torch.device) -> ModelBatch:
     """Each window's inputs (its prefix token first, if any), padded on plan.padding_side."""
     rows_in = [window_inputs(docs[w.doc], w) for w in batch]
     width = max(len(r) for r in rows_in)
@@ -98,4 +98,4 @@ def batch_inputs(docs: list[TokenizedDocument], batch: list[Window], plan: Plan,
     rows_t = torch.from_numpy(np.concatenate(row_idx)).to(device)  # (M,)
     cols_t = torch.from_numpy(np.concatenate(col_idx)).to(device)  # (M,)
     targets_t = torch.from_numpy(np.concatenate(targets).astype(np.int64)).to(device)  # (M,)
-    return BatchInputs(ids.to(device), mask.to(device), rows_t, cols_t, targets_t, meta)
+    return ModelBatch(ids.to(device), mask.to(device), rows_t, cols_t, targets_t, meta)

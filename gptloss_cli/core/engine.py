@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import GptlossError
-from .batches import all_windows, batch_inputs, batches
+from .batches import all_windows, batches, model_batch
 from .distributed import SOLO, RankFailed, World, decode, encode, error_message, share
 from .measures import Measure, NllValues, Values
 from .plan import Plan
@@ -163,7 +163,7 @@ class Scorer:
                 yield from done
 
     def _batch(self, docs: list[TokenizedDocument], batch: list[Window], plan: Plan) -> list[Scored]:
-        inputs = batch_inputs(docs, batch, plan, self.device)
+        inputs = model_batch(docs, batch, plan, self.device)
         values = self.measure(inputs).to_numpy()  # columns (M, ...)
         for name, value in values.columns().items():
             bad = int((~np.isfinite(value)).sum()) if value.dtype.kind == "f" else 0

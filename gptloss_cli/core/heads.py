@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 from ..models.backend import Backend
 from ..models.spec import LoadedModel
-from .batches import BatchInputs
+from .batches import ModelBatch
 from .lmhead import Head
 
 
@@ -22,11 +22,11 @@ class ModelHead:
         """Whether the parts are lent one at a time (see Backend.in_pieces): not to keep, not to call whole."""
         return self.backend.in_pieces
 
-    def parts(self, batch: BatchInputs) -> Iterator[tuple[slice, Head]]:
+    def parts(self, batch: ModelBatch) -> Iterator[tuple[slice, Head]]:
         """(positions of the batch's M, their head inputs) in order."""
         return self.backend.heads(batch.ids, batch.mask, batch.rows, batch.cols)
 
-    def __call__(self, batch: BatchInputs) -> Head:
+    def __call__(self, batch: ModelBatch) -> Head:
         """The whole batch's head inputs, from a backend that hands them over in one part."""
         ((_, head),) = self.parts(batch)
         return head

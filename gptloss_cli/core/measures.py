@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..models.spec import LoadedModel
-from .batches import BatchInputs
+from .batches import ModelBatch
 from .fused import compiled_step
 from .heads import HeadCache, ModelHead, model_head
 from .lmhead import Head
@@ -107,12 +107,12 @@ class PairValues(Values):
 
 @dataclass(frozen=True)
 class Measure:
-    """What a batch gives at its scored positions: `run` (BatchInputs -> a record of type `kind`)."""
+    """What a batch gives at its scored positions: `run` (ModelBatch -> a record of type `kind`)."""
 
     kind: type[Values]
-    run: Callable[[BatchInputs], Values]
+    run: Callable[[ModelBatch], Values]
 
-    def __call__(self, batch: BatchInputs) -> Values:
+    def __call__(self, batch: ModelBatch) -> Values:
         return self.run(batch)
 
 
@@ -177,7 +177,7 @@ def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False, cache: H
         same = stats.top1_a == stats.top1_b
         return PairValues(nll_a, nll_b, stats.kld, same, stats.kld_reverse, stats.cross_entropy)
 
-    def measure(batch: BatchInputs) -> PairValues:
+    def measure(batch: ModelBatch) -> PairValues:
         whole_a = None
         if not head_a.in_pieces:
             whole_a = head_a(batch) if cache is None else cache.get(lambda: head_a(batch))
@@ -188,7 +188,7 @@ def pair_measure(a: LoadedModel, b: LoadedModel, softmax: bool = False, cache: H
 
 
 def _paired(
-    head_a: ModelHead, head_b: ModelHead, batch: BatchInputs, whole_a: Head | None
+    head_a: ModelHead, head_b: ModelHead, batch: ModelBatch, whole_a: Head | None
 ) -> Iterator[tuple[slice, Head, Head]]:
     """Both heads over the same parts of the batch's positions: the parts of a head handed over in pieces
     (llama.cpp's), with the other head's rows cut to match (two such heads part a batch the same way)."""

@@ -37,9 +37,14 @@ def line(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def header(run: ScoreRun, inputs: dict[str, Any] | None) -> dict[str, Any]:
+def header(run: ScoreRun, described: dict[str, Any] | None) -> dict[str, Any]:
     """The first line: what made the run (a shard's also says which share it holds)."""
-    head = {"schema": RUN_SCHEMA, "model": run.loaded.info.to_dict(), "settings": run.settings_dict(), "input": inputs}
+    head = {
+        "schema": RUN_SCHEMA,
+        "model": run.loaded.info.to_dict(),
+        "settings": run.settings_dict(),
+        "input": described,
+    }
     return head if run.shard is None else {**head, "shard": run.shard.to_dict()}
 
 
@@ -161,14 +166,14 @@ def run_jsonl(
     run: ScoreRun,
     output: Path | IO[str],
     resume: bool,
-    inputs: dict[str, Any],
+    described: dict[str, Any],
     bootstrap: Bootstrap | None,
     tracker: Tracker,
 ) -> ScoreResult:
     """Score `run`, writing the run file (or a stream) as documents finish; with `resume`, carry on the
     run in the file `output`. With several ranks, rank 0 reads and writes the file, and tells the others
     which documents it already holds."""
-    head = header(run, inputs)
+    head = header(run, described)
     world = run.world
     done: list[DocumentScore] = []
     fresh = True
@@ -197,7 +202,7 @@ def run_jsonl(
             tracker.document()
             _write(sink, document_line(score))
             total.update(score)
-        result = run.result(total, bootstrap, inputs)
+        result = run.result(total, bootstrap, described)
         _write(sink, {"total": result.total_dict()})
     finally:
         if isinstance(sink, LineFile):

@@ -33,7 +33,7 @@ class ScoreResult:
     plan: Plan
     documents: list[DocumentScore]
     corpus: CorpusTotal  # the total, as the run's Accumulator computed it
-    inputs: dict[str, Any] | None = None  # the dataset and columns read, when not files
+    described: dict[str, Any] | None = None  # the input block: the dataset and columns read, when not files
     card: ProtocolCard | None = None
     analyses: Analyses = Analyses()
 
@@ -52,7 +52,7 @@ class ScoreResult:
             "schema": SCORE_SCHEMA,
             "model": self.model.to_dict(),
             "settings": self.settings(),
-            **({"input": self.inputs} if self.inputs is not None else {}),
+            **({"input": self.described} if self.described is not None else {}),
             "documents": [d.to_dict() for d in self.documents],
             "total": self.total_dict(),
         }
@@ -123,7 +123,7 @@ class ScoreRun(Job):
         return Accumulator(self.plan.preset, self.analyses.by_position, scores)
 
     def run(
-        self, tracker: Tracker = QUIET, bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
+        self, tracker: Tracker = QUIET, bootstrap: Bootstrap | None = None, described: dict[str, Any] | None = None
     ) -> ScoreResult:
         """Every document scored (per-token losses not kept), reporting to `tracker`."""
         tracker.start(self.tokens_to_score(), self.documents_to_score())
@@ -131,17 +131,17 @@ class ScoreRun(Job):
         for score in self.scores(tracker.advance, keep_losses=False):
             tracker.document()
             total.update(score)
-        return self.result(total, bootstrap, inputs)
+        return self.result(total, bootstrap, described)
 
     def result(
-        self, total: Accumulator, bootstrap: Bootstrap | None = None, inputs: dict[str, Any] | None = None
+        self, total: Accumulator, bootstrap: Bootstrap | None = None, described: dict[str, Any] | None = None
     ) -> ScoreResult:
         """The result of the documents `total` holds."""
         card = self.card
         if self.within is not None:  # a shard's card counts its own documents
             card = protocol_card(self.plan, [self.tokenized[i] for i in sorted(self.within)])
         corpus = total.compute(bootstrap)
-        return ScoreResult(self.loaded.info, self.plan, total.documents(), corpus, inputs, card, self.analyses)
+        return ScoreResult(self.loaded.info, self.plan, total.documents(), corpus, described, card, self.analyses)
 
 
 def score_documents(
