@@ -4,16 +4,19 @@
     python benchmarks/golden.py --before v0.1    # any revision against the working tree
     python benchmarks/golden.py --keep out/      # keep both sets of outputs (out/before, out/after)
 
-A change that should not change behaviour (a refactoring) must leave every output byte-identical except the
-version fields. Both trees run on this machine with this venv's packages (the older tree from a git worktree,
-run from its own folder), so floats are comparable to the bit: the same kernels, the same batches. Tables are
-rendered 120 columns wide. Takes a few minutes on two CPU cores (each command loads its models).
+A change that should not change behaviour (a refactoring) must leave every output identical except the
+version fields and the output folder's name; floats in JSON may differ by 1e-9 relative (a formula rewritten
+into an equal one changes the last bits), and each such field is named. Both trees run on this machine with
+this venv's packages (the older tree from a git worktree, run from its own folder), so floats are comparable
+to the bit: the same kernels, the same batches. Tables are rendered 120 columns wide. Takes a few minutes on two CPU cores (each command loads its models).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import json
+import math
 import os
 import re
 import shutil
@@ -41,6 +44,19 @@ COMMANDS: dict[str, list[str]] = {
     "compare-cross.txt": ["compare", "gemma-3-270m", B, *SAMPLES],
     "compare-same.json": ["compare", B, B, "--dtype-b", "bfloat16", "-f", "json", "--html", SAME_HTML, *SAMPLES],
     "compare-same.txt": ["compare", B, B, "--dtype-b", "bfloat16", "--bootstrap", "200", *SAMPLES],
+    "protocols.json": ["score", "--protocol", "all", "-f", "json", "--max-length", "64", *SAMPLES],
+    "score-hf-stride.jsonl": [
+        "score",
+        "--protocol",
+        "hf-stride",
+        "--max-length",
+        "64",
+        "--stride",
+        "32",
+        "-o",
+        "{out}/hf-stride.out.jsonl",
+        *SAMPLES,
+    ],
     "explain-logits.json": ["explain", "--logits", "1,2,3", "--target", "2", "-f", "json"],
     "explain-logits.txt": ["explain", "--logits", "1,2,3", "--target", "0.5,0.5,0"],
     "explain-text.json": ["explain", "--text", TEXT, "-f", "json"],
@@ -62,8 +78,35 @@ def run_all(tree: Path, out: Path) -> None:
         print(f"  {name}: exit {done.returncode}", file=sys.stderr)
 
 
+FLOAT_RTOL = 1e-9
+
+
 def normalised(path: Path) -> list[str]:
-    return VERSIONS.sub('"versions": {}', path.read_text(encoding="utf-8")).splitlines(keepends=True)
+    text = VERSIONS.sub('"versions": {}', path.read_text(encoding="utf-8")).replace(str(path.parent), "{out}")
+    return text.splitlines(keepends=True)
+
+
+def _parsed(lines: list[str]) -> list[object] | None:
+    """The file as JSON (one document, or one per line), else None."""
+    try:
+        return [json.loads("".join(lines))]
+    except ValueError:
+        try:
+            return [json.loads(line) for line in lines if line.strip()]
+        except ValueError:
+            return None
+
+
+def _close(a: object, b: object, where: str, changed: list[str]) -> bool:
+    """Whether two JSON values are equal, floats to FLOAT_RTOL (the fields that differ at all go to `changed`)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], f"{where}.{k}", changed) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, f"{where}[{i}]", changed) for i, (x, y) in enumerate(zip(a, b, strict=True)))
+    if isinstance(a, float) and isinstance(b, float) and a != b:
+        changed.append(where)
+        return math.isclose(a, b, rel_tol=FLOAT_RTOL)
+    return a == b
 
 
 def compare(before: Path, after: Path) -> int:
@@ -75,7 +118,14 @@ def compare(before: Path, after: Path) -> int:
             print(f"{name}: only in {'after' if b.exists() else 'before'}")
             differ += 1
             continue
-        lines = list(difflib.unified_diff(normalised(a), normalised(b), f"before/{name}", f"after/{name}", n=1))
+        old, new = normalised(a), normalised(b)
+        if old == new:
+            continue
+        first, second, changed = _parsed(old), _parsed(new), []
+        if first is not None and second is not None and _close(first, second, "", changed):
+            print(f"{name}: identical to {FLOAT_RTOL:g} relative; last bits differ in {', '.join(changed[:8])}")
+            continue
+        lines = list(difflib.unified_diff(old, new, f"before/{name}", f"after/{name}", n=1))
         if lines:
             differ += 1
             sys.stdout.writelines(lines[:40])

@@ -69,8 +69,7 @@ class LogPplRatio:
         mean_a, mean_b = float(a.mean()), float(b.mean())
         if n < 2:
             return cls(mean_a, None, mean_b, None, None, mean_b - mean_a, None, None)
-        u_a = math.sqrt(max(0.0, float((a * a).mean()) - mean_a**2) / (n - 1))
-        u_b = math.sqrt(max(0.0, float((b * b).mean()) - mean_b**2) / (n - 1))
+        u_a, u_b = stderr(a) or 0.0, stderr(b) or 0.0  # = sqrt((E[x²] - E[x]²) / (n - 1)), llama.cpp's u
         cov = (float((a * b).mean()) - mean_a * mean_b) / (n - 1)
         spread = math.sqrt(max(0.0, u_a**2 + u_b**2 - 2 * cov))
         correlation = cov / (u_a * u_b) if u_a > 0 and u_b > 0 else None
@@ -152,7 +151,7 @@ class Distribution:
             delta_p_percentiles=percentiles(delta_p, DELTA_P_PERCENTILES) or {},
             rms_delta_p=float(np.sqrt(np.mean(delta_p**2))),
             same_top1=agree,
-            same_top1_stderr=math.sqrt(agree * (1 - agree) / (len(kld) - 1)) if len(kld) > 1 else None,
+            same_top1_stderr=stderr(same_top1.astype(np.float64)),  # = sqrt(p (1 - p) / (n - 1))
             mean_kld_reverse=None if reverse is None or len(reverse) == 0 else float(reverse.mean()),
             mean_kld_reverse_stderr=None if reverse is None else stderr(reverse),
         )
