@@ -8,7 +8,8 @@ A change that should not change behaviour (a refactoring) must leave every outpu
 version fields and the output folder's name; floats in JSON may differ by 1e-9 relative (a formula rewritten
 into an equal one changes the last bits), and each such field is named. Both trees run on this machine with
 this venv's packages (the older tree from a git worktree, run from its own folder), so floats are comparable
-to the bit: the same kernels, the same batches. Tables are rendered 120 columns wide. Takes a few minutes on two CPU cores (each command loads its models).
+to the bit: the same kernels, the same batches. Tables are rendered 120 columns wide. Takes a few minutes on
+two CPU cores (each command loads its models).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def _close(a: object, b: object, where: str, changed: list[str]) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k], f"{where}.{k}", changed) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, f"{where}[{i}]", changed) for i, (x, y) in enumerate(zip(a, b, strict=True)))
+        pairs = enumerate(zip(a, b, strict=True)) if len(a) == len(b) else None
+        return pairs is not None and all(_close(x, y, f"{where}[{i}]", changed) for i, (x, y) in pairs)
     if isinstance(a, float) and isinstance(b, float) and a != b:
         changed.append(where)
         return math.isclose(a, b, rel_tol=FLOAT_RTOL)
