@@ -424,7 +424,7 @@ def preset(name: str | Preset) -> Preset:
     if isinstance(name, Preset):
         return name
     try:
-        return _PRESETS[str(getattr(name, "value", name))]
+        return _PRESETS[name]
     except KeyError:
         raise UsageError(f"--protocol {name}: no such protocol (one of {', '.join(preset_names())})") from None
 
