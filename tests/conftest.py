@@ -57,6 +57,18 @@ def usage_error(result: Any, *fragments: str) -> None:
     one_line_error(result, *fragments, code=2)
 
 
+def stopped_after(scores: Any, count: int) -> Any:
+    """ScoreRun.scores as if the run were interrupted (Ctrl-C) after `count` documents."""
+
+    def stops(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for i, score in enumerate(scores(self, *args, **kwargs)):
+            if i == count:
+                raise KeyboardInterrupt
+            yield score
+
+    return stops
+
+
 def labels_loss_sum(model: Any, ids: list[int]) -> tuple[float, int]:
     """transformers' own mean loss over the shifted labels (`labels=`), times their count."""
     input_ids = torch.tensor([ids])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_totals_close, build_tokenizer, run, tiny_config
+from conftest import assert_totals_close, build_tokenizer, run, stopped_after, tiny_config
 
 from gptloss_cli.core.totals import Totals, bootstrap_ci95
 
@@ -305,14 +305,8 @@ def test_resume_after_a_stopped_run_gives_the_same_totals(model_dirs, tmp_path: 
 
     original = api.ScoreRun.scores
 
-    def stops_after_five(self, *args, **kwargs):
-        for i, score in enumerate(original(self, *args, **kwargs)):
-            if i == 5:
-                raise KeyboardInterrupt
-            yield score
-
     part = tmp_path / "part.jsonl"
-    monkeypatch.setattr(api.ScoreRun, "scores", stops_after_five)
+    monkeypatch.setattr(api.ScoreRun, "scores", stopped_after(original, 5))
     stopped = run(*common, "-o", part)
     assert stopped.exit_code == 130 and "interrupted" in stopped.stderr
     kept = [json.loads(x) for x in part.read_text().splitlines()]  # every line whole

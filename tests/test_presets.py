@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import torch
-from conftest import BATCH_RTOL, CORPUS, assert_totals_close, run
+from conftest import BATCH_RTOL, CORPUS, assert_totals_close, run, stopped_after
 
 from gptloss_cli.core.analyses import PositionBuckets
 from gptloss_cli.core.presets import Layout, PeerCounts, PeerFigures, Preset, preset, register, unregister
@@ -111,14 +111,8 @@ def test_a_preset_registered_alone_runs_through_score_resume_and_merge(
     assert run(*common, "-o", one).exit_code == 0
     original = api.ScoreRun.scores
 
-    def stops_after_two(self, *args, **kwargs):
-        for i, score in enumerate(original(self, *args, **kwargs)):
-            if i == 2:
-                raise KeyboardInterrupt
-            yield score
-
     part = tmp_path / "part.jsonl"
-    monkeypatch.setattr(api.ScoreRun, "scores", stops_after_two)
+    monkeypatch.setattr(api.ScoreRun, "scores", stopped_after(original, 2))
     assert run(*common, "-o", part).exit_code == 130
     monkeypatch.setattr(api.ScoreRun, "scores", original)
     assert run(*common, "-o", part, "--resume").exit_code == 0
