@@ -19,6 +19,7 @@ from .._version import __version__
 from ..core.distributed import World
 from ..errors import GptlossError
 from . import console
+from .annotate import annotate
 from .compare import compare
 from .explain import explain
 from .merge import merge
@@ -114,7 +115,7 @@ def help_text(command: Callable[..., Any]) -> str:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
-for _command in (score, tokens, compare, merge, explain, models):
+for _command in (score, tokens, compare, merge, explain, annotate, models):
     app.command(help=help_text(_command), cls=Command)(_command)
 
 

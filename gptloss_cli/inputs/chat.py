@@ -11,7 +11,7 @@ the template puts after the turn is not scored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,6 +126,26 @@ def render_chats(
     and what went wrong with the chats skipped (with `skip_bad_records`; else the first stops the run)."""
     if all(isinstance(item, Document) for item in items):
         return [item for item in items if isinstance(item, Document)], []
+    render = chat_renderer(tokenizer, roles, bos_prepended, model, template_file)
+    documents, problems = [], []
+    for item in items:
+        if isinstance(item, Document):
+            documents.append(item)
+            continue
+        try:
+            documents.append(render(item))
+        except GptlossError as exc:
+            if not skip_bad_records:
+                raise GptlossError(f"{item.source}: {exc}; fix it or pass --skip-bad-records") from exc
+            problems.append(f"{item.source}: {exc}")
+    return documents, problems
+
+
+def chat_renderer(
+    tokenizer: Tokenizer, roles: Sequence[str], bos_prepended: bool, model: str, template_file: Path | None = None
+) -> Callable[[ChatRecord], Document]:
+    """What renders one chat into a document (GptlossError when it cannot), with `template_file` or the
+    tokenizer's template; one line now when there is neither."""
     if template_file is not None:
         try:
             source = template_file.read_text(encoding="utf-8")
@@ -137,15 +157,8 @@ def render_chats(
         raise GptlossError(f"{model} has no chat template; give one with --chat-template FILE")
     template = ChatTemplate(source, tokenizer.special_tokens, model)
     bos = tokenizer.special_tokens.get("bos_token", "") if bos_prepended else ""
-    documents, problems = [], []
-    for item in items:
-        if isinstance(item, Document):
-            documents.append(item)
-            continue
-        try:
-            documents.append(replace(chat_document(template, item.messages, roles, item.source, bos), label=item.label))
-        except GptlossError as exc:
-            if not skip_bad_records:
-                raise GptlossError(f"{item.source}: {exc}; fix it or pass --skip-bad-records") from exc
-            problems.append(f"{item.source}: {exc}")
-    return documents, problems
+
+    def render(item: ChatRecord) -> Document:
+        return replace(chat_document(template, item.messages, roles, item.source, bos), label=item.label)
+
+    return render

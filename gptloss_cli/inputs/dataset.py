@@ -152,7 +152,7 @@ def read_dataset(options: DatasetOptions, *, files: FileSettings = TEXT) -> Data
                 if not options.skip_bad_records:
                     raise GptlossError(unknown)
             first = first and bool(missing)  # the columns are checked until a record has them all
-            item = _item(row, where, options)
+            item = record_item(row, where, options)
             if options.label_column:
                 item = replace(item, label=parse_label(row.get(options.label_column), options.label_column, where))
             items.append(item)
@@ -166,11 +166,15 @@ def read_dataset(options: DatasetOptions, *, files: FileSettings = TEXT) -> Data
     return DatasetInput(items, skipped, first_problem)
 
 
-def _item(row: dict[str, Any], where: str, options: DatasetOptions) -> Document | ChatRecord:
+def record_item(row: dict[str, Any], where: str, options: DatasetOptions) -> Document | ChatRecord:
+    """The document (or chat to render) of one record, as `options` reads it; BadRecord saying why not."""
+
     def column(name: str, kind: type) -> Any:
         if name not in row:
             raise BadRecord(f"{where}: no column {name!r}")
         value = row[name]
+        if value is None:
+            raise BadRecord(f"{where}: column {name!r} is null")
         if not isinstance(value, kind):
             raise BadRecord(f"{where}: column {name!r} is {type(value).__name__}, not {kind.__name__}")
         if isinstance(value, str):
