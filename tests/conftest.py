@@ -5,6 +5,9 @@ comparison of totals from runs whose batches differ."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,16 @@ def run(*args: object, env: dict[str, str] | None = None) -> Any:
     from gptloss_cli.cli import app
 
     return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def launch(ranks: int, *args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`gptloss ARGS` as `ranks` processes under torchrun on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    environment.pop("GPTLOSS_DEBUG", None)
+    return subprocess.run(
+        [*command, "-m", "gptloss_cli", *map(str, args)], capture_output=True, text=True, env=environment, timeout=300
+    )
 
 
 def one_line_error(result: Any, *fragments: str, code: int = 1) -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BATCH_RTOL, assert_totals_close, run, usage_error
+from conftest import BATCH_RTOL, assert_totals_close, launch, run, usage_error
 
 TEXTS = {
     "a.txt": "The cat sat on the mat. The dog sat on the log. " * 12,
@@ -30,16 +27,6 @@ def texts(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     for name, text in TEXTS.items():
         (root / name).write_text(text, encoding="utf-8")
     return [root / name for name in TEXTS]
-
-
-def launch(ranks: int, *args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`gptloss ARGS` as `ranks` processes under torchrun on this machine."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    environment.pop("GPTLOSS_DEBUG", None)
-    return subprocess.run(
-        [*command, "-m", "gptloss_cli", *map(str, args)], capture_output=True, text=True, env=environment, timeout=300
-    )
 
 
 def gptloss_lines(stderr: str) -> list[str]:

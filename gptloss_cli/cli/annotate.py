@@ -182,7 +182,7 @@ def annotate(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            metavar="INPUT...",
+            metavar="INPUT",
             help="Parquet (.parquet) or JSON Lines (.jsonl, .jsonl.gz) files, folders of them (recursively) or glob "
             "patterns.",
             show_default=False,
