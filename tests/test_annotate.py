@@ -167,7 +167,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_output(model_dirs, corpus, t
         "000000.jsonl",
         "manifest.json",
     ]
-    assert not [p for p in out.rglob("*.tmp")]
+    assert not list(out.rglob("*.tmp"))
     monkeypatch.setattr(task.Annotation, "_write_chunk", write)
     scored = []
     score = task.RowScorer.score
