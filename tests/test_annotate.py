@@ -326,3 +326,24 @@ def test_bad_input_gets_one_line(model_dirs, corpus, tmp_path: Path) -> None:
             one_line_error(run("annotate", corpus, "-o", readonly, *model), "cannot write")
     finally:
         readonly.chmod(0o700)
+
+
+def test_chats_are_rendered_and_masked_per_row(model_dirs, tmp_path: Path) -> None:
+    from test_dataset import CHATML, CHATS
+
+    template = tmp_path / "chatml.jinja"
+    template.write_text(CHATML, encoding="utf-8")
+    data = [{"messages": CHATS[0]}, {"messages": [{"role": "user"}]}, {"messages": CHATS[1]}]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    chat = ("--messages-column", "messages", "--chat-template", template)
+    annotate(model_dirs["llama"], tmp_path / "in", "-o", tmp_path / "out", *chat)
+    got = read_rows(tmp_path / "out" / "chat.jsonl")
+    assert got[1]["gptloss_error"] == "message 1 has no text content" and got[1]["gptloss_tokens"] is None
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("".join(json.dumps(r) + "\n" for r in (data[0], data[2])))
+    result = run("score", "--dataset", kept, *chat, "-m", model_dirs["llama"], *WINDOWS, "-f", "json")
+    expected = json.loads(result.stdout)["documents"]
+    for row, doc in zip((got[0], got[2]), expected, strict=True):
+        assert row["gptloss_tokens"] == doc["tokens_scored"] > 0
+        assert math.isclose(row["gptloss_nll_sum"], doc["nll_sum"], rel_tol=1e-9)
