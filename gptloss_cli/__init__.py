@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _EXPORTS = {
+    "AnnotateSettings": "tasks.annotate",
+    "Annotation": "tasks.annotate",
     "Analyses": "tasks.analyses",
     "BosPolicy": "core.windows",
     "CompareResult": "tasks.compare",
@@ -40,10 +42,13 @@ _EXPORTS = {
     "WindowSettings": "core.plan",
     "WordRecord": "tasks.tokens",
     "World": "core.distributed",
+    "RowScorer": "tasks.annotate",
     "compare_documents": "tasks.compare",
+    "corpus_files": "inputs.corpus",
     "context_curve": "tasks.context_curve",
     "load_model": "models.loader",
     "merge_runs": "tasks.merge",
+    "row_options": "tasks.annotate",
     "read_dataset": "inputs.dataset",
     "score_documents": "tasks.score",
     "score_texts": "tasks.score",
@@ -56,11 +61,13 @@ if TYPE_CHECKING:
     from .core.totals import Totals
     from .core.windows import BosPolicy
     from .errors import GptlossError
+    from .inputs.corpus import corpus_files
     from .inputs.dataset import DatasetOptions, read_dataset
     from .inputs.document import Document
     from .models.loader import load_model
     from .models.spec import Device, Dtype, LoadedModel, ModelInfo
     from .tasks.analyses import Analyses
+    from .tasks.annotate import AnnotateSettings, Annotation, RowScorer, row_options
     from .tasks.compare import CompareResult, compare_documents
     from .tasks.context_curve import context_curve
     from .tasks.merge import merge_runs
