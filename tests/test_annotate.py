@@ -262,6 +262,13 @@ def test_two_ranks_and_two_shards_give_one_process_numbers(model_dirs, corpus, t
     assert two.returncode == 0, two.stderr
     for shard in ("0/2", "1/2"):
         annotate(model_dirs["llama"], corpus, "-o", tmp_path / "shards", "--chunk-rows", 3, "--shard", shard)
+    from gptloss_cli.files import Outputs
+
+    with Outputs(("--output", tmp_path / "shards" / ".gptloss-annotate" / "run-0-of-2")) as held:
+        held.take([])  # shard 0 still running: shard 1 may write into the same folder, another shard 0 not
+        annotate(model_dirs["llama"], corpus, "-o", tmp_path / "shards", "--chunk-rows", 3, "--shard", "1/2")
+        again = run("annotate", corpus, "-o", tmp_path / "shards", "--shard", "0/2", "-m", model_dirs["llama"])
+        one_line_error(again, "another gptloss run is writing it")
     for name in ("a.parquet", "b.jsonl", "sub/c.jsonl.gz"):
         expected = read_rows(tmp_path / "one" / name)
         assert_same_rows(read_rows(tmp_path / "two" / name), expected, BATCH_RTOL)

@@ -250,7 +250,9 @@ def run_annotation(
     world = join(console.world(), model)
     files = corpus_files(inputs)
     error: Exception | None = None
-    outputs = Outputs(("--output", output / STATE / "run"), ("--report", report))
+    share = corpus.shard  # shards of one job write into the same folder at once, each to its own files
+    claim = output / STATE / ("run" if share is None else f"run-{share.index}-of-{share.count}")
+    outputs = Outputs(("--output", claim), ("--report", report))
     try:
         if world.leader:
             check_outdir(output, inputs, files)
