@@ -25,6 +25,7 @@ from .explain import explain
 from .merge import merge
 from .models import models
 from .score import score
+from .serve import serve
 from .tokens import tokens
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def help_text(command: Callable[..., Any]) -> str:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
-for _command in (score, tokens, compare, merge, explain, annotate, models):
+for _command in (score, tokens, compare, merge, explain, annotate, serve, models):
     app.command(help=help_text(_command), cls=Command)(_command)
 
 

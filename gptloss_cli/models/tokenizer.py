@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from functools import cache
 from pathlib import Path
 from typing import IO, Any
@@ -44,6 +45,7 @@ class Tokenizer:
         self._backend = backend
         self._path = path
         self._worker: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # one request at a time on the worker's pipe (a server's threads share it)
         self._pieces: dict[int, str] = {}
         self._eos: tuple[int | None] | None = None  # (eos id,) once known
 
@@ -112,11 +114,12 @@ class Tokenizer:
     def encode(self, text: str, special: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Token ids (n,) and character offsets (n, 2) of `text`; with `special`, the special tokens the
         tokenizer's post-processor adds (Gemma's BOS, say; offsets (0, 0)), as `tokenizer(text)` gives them."""
-        if self._worker is not None:
-            try:
-                return _request(self._worker, text, special)
-            except (OSError, ValueError):
-                self._stop_worker()
+        with self._lock:
+            if self._worker is not None:
+                try:
+                    return _request(self._worker, text, special)
+                except (OSError, ValueError):
+                    self._stop_worker()
         enc = self.backend.encode(text, add_special_tokens=special)
         ids = np.asarray(enc.ids, dtype=np.int64)  # (n,)
         offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)  # (n, 2)
@@ -132,11 +135,12 @@ class Tokenizer:
         missing = sorted({i for i in ids if i not in self._pieces})
         if missing:
             texts = None
-            if self._worker is not None:
-                try:
-                    texts = _request_pieces(self._worker, missing)
-                except (OSError, ValueError):
-                    self._stop_worker()
+            with self._lock:
+                if self._worker is not None:
+                    try:
+                        texts = _request_pieces(self._worker, missing)
+                    except (OSError, ValueError):
+                        self._stop_worker()
             self._pieces.update(zip(missing, texts or _decode_pieces(self.backend, missing), strict=True))
         return [self._pieces[i] for i in ids]
 

@@ -129,10 +129,21 @@ def tokens_json(
     totals: Sequence[Totals | None],
     unit: str,
 ) -> str:
+    """The gptloss.tokens/v1 document as JSON text (see tokens_document)."""
+    return to_json(tokens_document(header, documents, records, totals, unit))
+
+
+def tokens_document(
+    header: dict[str, Any],
+    documents: Sequence[Document],
+    records: Sequence[Sequence[AnyRecord]],
+    totals: Sequence[Totals | None],
+    unit: str,
+) -> dict[str, Any]:
     """The gptloss.tokens/v1 document: the header, then each document's totals and records."""
     key = "words" if unit == "word" else "tokens"
     docs = [
         {"source": d.source, "totals": t.to_dict() if t is not None else None, key: [r.to_dict() for r in recs]}
         for d, recs, t in zip(documents, records, totals, strict=True)
     ]
-    return to_json({**header, "documents": docs})
+    return {**header, "documents": docs}

@@ -1,0 +1,1 @@
+"""`gptloss serve`: the scoring service (FastAPI + uvicorn, the optional extra gptloss[serve])."""

@@ -1,0 +1,481 @@
+"""`gptloss serve`'s HTTP API (FastAPI): OpenAI-style completions with echo and logprobs, vLLM's tokenizer
+endpoints, gptloss's own score / tokens / compare in the command line's JSON schemas, and the page at /.
+
+Every request body is read with a size limit and checked here; what is wrong with it is a 4xx with an
+OpenAI-style `{"error": {"message", "type"}}` and the server goes on. A request names only the models loaded
+at start. The scoring happens on the worker (serve.work), which batches concurrent requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..core.plan import WindowSettings
+from ..core.presets import DEFAULT, preset_names
+from ..core.totals import Bootstrap
+from ..core.windows import BosPolicy
+from ..inputs.chat import chat_renderer
+from ..inputs.dataset import ChatRecord
+from ..inputs.document import Document
+from ..inputs.fields import BadRecord, check_unicode, parse_messages
+from ..models.spec import LoadedModel
+from ..tasks.analyses import Analyses
+from ..tasks.logprobs import Completion
+from .handlers import CompareWork, CompletionWork, Limits, ScoreWork, TokensWork, handlers
+from .work import Request as Work
+from .work import ServeError, Worker
+
+# The page loads nothing from elsewhere: its script and style are inline, and it talks only to this server.
+PAGE_POLICY = "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+OPEN = ("/", "/docs", "/openapi.json", "/health", "/docs/oauth2-redirect")  # reachable without the API key
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the service runs: its limits, queue, gathering window, API key and allowed browser origins."""
+
+    limits: Limits = Limits()
+    max_body: int = 8 * 1024 * 1024
+    queue_size: int = 256
+    window: float = 0.005
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class CompletionRequest(_Body):
+    """OpenAI's legacy completions request; the fields that ask for sampling are refused."""
+
+    model: str | None = None
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20)
+    max_tokens: int | None = Field(16, ge=0)
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int = 1
+    best_of: int | None = None
+    stream: bool = False
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
+
+
+class Chat(_Body):
+    role: str
+    content: str
+
+
+class InputBody(_Body):
+    """What to score: texts, or prompts and completions (only completions scored), or chats (the turns of
+    `score_roles` scored); and the windows, as the command line's options."""
+
+    model: str | None = None
+    texts: list[str] | None = None
+    prompts: list[str] | None = None
+    completions: list[str] | None = None
+    messages: list[list[dict[str, Any]]] | None = None
+    score_roles: list[str] | None = None
+    protocol: str = DEFAULT
+    max_length: int | None = Field(None, ge=2)
+    stride: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1, le=256)
+    bos: BosPolicy = BosPolicy.auto
+
+    @field_validator("protocol")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in preset_names():
+            raise ValueError(f"{value!r} is not one of {', '.join(preset_names())}")
+        return value
+
+    def window_settings(self) -> WindowSettings:
+        return WindowSettings(self.max_length, self.stride, self.bos, self.batch_size, protocol=self.protocol)
+
+
+class ScoreBody(InputBody):
+    membership: bool = False
+    min_k: float = Field(0.2, gt=0, le=1)
+    by_position: int | None = Field(None, ge=1)
+    bootstrap: int = Field(0, ge=0, le=100_000)
+    seed: int = 0
+
+
+class TokensBody(InputBody):
+    top_k: int = Field(5, ge=0, le=100)
+    unit: Literal["token", "word"] = "token"
+
+
+class CompareBody(InputBody):
+    model_b: str
+    top: int = Field(10, ge=0, le=1000)
+    bootstrap: int = Field(0, ge=0, le=100_000)
+    seed: int = 0
+    binoculars: bool = False
+
+
+class TokenizeBody(_Body):
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+
+
+class DetokenizeBody(_Body):
+    model: str | None = None
+    tokens: list[int]
+
+
+def create_app(
+    models: dict[str, LoadedModel], settings: ServeSettings, log: Callable[[str], None] = lambda line: None
+) -> FastAPI:
+    """The service over `models` (name -> loaded model; the first is the default), logging a line per request."""
+    default = next(iter(models))
+    worker = Worker(handlers(models, settings.limits), settings.queue_size, settings.window)
+    page = resources.files("gptloss_cli.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    async def lifespan(app: FastAPI) -> Any:
+        worker.start()
+        yield
+        worker.stop()
+
+    app = FastAPI(
+        title="gptloss",
+        summary="Per-token log-probabilities, perplexity and comparisons from causal language models.",
+        lifespan=lifespan,
+    )
+    app.state.worker = worker
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
+        )
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        began = time.perf_counter()
+        request.state.tokens = 0
+        if settings.api_key is not None and request.url.path not in OPEN and request.method != "OPTIONS":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
+                response: Response = error(ServeError(401, "a valid API key is needed: Authorization: Bearer KEY",
+                                                      "authentication_error"))  # fmt: skip
+                _log(log, request, response, began)
+                return response
+        response = await call_next(request)
+        _log(log, request, response, began)
+        return response
+
+    def pick(name: str | None) -> str:
+        if name is None:
+            return default
+        if name not in models:
+            raise ServeError(404, f"model {name!r} is not served here; these are: {', '.join(models)}", "not_found")
+        return name
+
+    async def body(request: Request, kind: type[_Body]) -> Any:
+        size = 0
+        parts = []
+        async for part in request.stream():
+            size += len(part)
+            if size > settings.max_body:
+                raise ServeError(413, f"the request body is over this server's limit of {settings.max_body:,} bytes")
+            parts.append(part)
+        try:
+            data = json.loads(b"".join(parts))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ServeError(400, f"the request body is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ServeError(400, "the request body must be a JSON object")
+        try:
+            return kind.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "body"
+            raise ServeError(400, f"{where}: {first['msg']}") from None
+
+    async def run(request: Request, work: Work) -> Any:
+        future = worker.submit(work)
+        waiting = asyncio.wrap_future(future)
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=0.25)
+            if done:
+                request.state.tokens = work.tokens
+                return waiting.result()
+            if await request.is_disconnected():
+                work.gone.set()
+                future.cancel()
+                raise ServeError(499, "the client went away")
+
+    def check_chars(texts: list[str]) -> int:
+        size = sum(len(t) for t in texts)
+        if size > settings.limits.chars:
+            raise ServeError(
+                413, f"{size:,} characters: more than this server's limit of {settings.limits.chars:,} per request"
+            )
+        return size
+
+    def documents(given: InputBody, model: str) -> tuple[Document, ...]:
+        """The request's documents, with the masks the command line's dataset options give."""
+        kinds = [k for k in ("texts", "prompts", "messages") if getattr(given, k) is not None]
+        if len(kinds) != 1:
+            raise ServeError(400, "give one of texts, prompts (with completions) or messages")
+        if (given.prompts is None) != (given.completions is None):
+            raise ServeError(400, "prompts and completions go together")
+        if given.score_roles is not None and given.messages is None:
+            raise ServeError(400, "score_roles applies to messages only")
+        docs: list[Document] = []
+        try:
+            if given.texts is not None:
+                docs = [Document(t, f"text-{i + 1}") for i, t in enumerate(given.texts)]
+            elif given.prompts is not None and given.completions is not None:
+                if len(given.prompts) != len(given.completions):
+                    raise ServeError(400, "prompts and completions must be lists of the same length")
+                docs = [
+                    Document(p + c, f"text-{i + 1}", ((len(p), len(p) + len(c)),))
+                    for i, (p, c) in enumerate(zip(given.prompts, given.completions, strict=True))
+                ]
+            elif given.messages is not None:
+                loaded = models[model]
+                prepended = given.bos is not BosPolicy.never and loaded.tokenizer.bos_token_id is not None
+                render = chat_renderer(loaded.tokenizer, given.score_roles or ["assistant"], prepended, model)
+                for i, chat in enumerate(given.messages):
+                    where = f"messages[{i}]"
+                    docs.append(render(ChatRecord(parse_messages(chat, where), f"chat-{i + 1}")))
+            for doc in docs:
+                check_unicode(doc.text, doc.source)
+        except BadRecord as exc:
+            raise ServeError(400, str(exc)) from None
+        except ServeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a chat template that fails on this input
+            raise ServeError(400, str(exc)) from None
+        if not docs:
+            raise ServeError(400, "nothing to score: no texts")
+        check_chars([d.text for d in docs])
+        return tuple(docs)
+
+    @app.exception_handler(ServeError)
+    async def refused(request: Request, exc: ServeError) -> Response:
+        return error(exc)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "waiting": worker.waiting()}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "gptloss",
+                    "max_model_len": loaded.backend.context_length,
+                    "default": name == default,
+                }
+                for name, loaded in models.items()
+            ],
+        }
+
+    @app.post("/v1/completions", openapi_extra=_schema(CompletionRequest))
+    async def completions(request: Request) -> Any:
+        given: CompletionRequest = await body(request, CompletionRequest)
+        model = pick(given.model)
+        max_tokens = 16 if given.max_tokens is None else given.max_tokens
+        sampling = (given.temperature or 0) > 0 and max_tokens > 0
+        if sampling or (given.top_p is not None and given.top_p < 1 and max_tokens > 0):
+            raise ServeError(400, "this server scores: it gives greedy tokens only (temperature 0), no sampling")
+        if given.n != 1 or (given.best_of or 1) != 1:
+            raise ServeError(400, "this server scores: n and best_of must be 1")
+        if given.stream:
+            raise ServeError(400, "this server does not stream: send stream false")
+        if (given.presence_penalty or 0) or (given.frequency_penalty or 0) or given.logit_bias or given.suffix:
+            raise ServeError(400, "this server scores: no penalties, logit_bias or suffix")
+        if max_tokens > settings.limits.new_tokens:
+            raise ServeError(400, f"max_tokens {max_tokens}: this server adds at most {settings.limits.new_tokens}")
+        prompts = _prompts(given.prompt)
+        size = check_chars([p for p in prompts if isinstance(p, str)]) + sum(
+            len(p) for p in prompts if not isinstance(p, str)
+        )
+        top = given.logprobs or 0
+        work = Work("complete", model, ("complete",), CompletionWork(prompts, top, max_tokens), size)
+        found: list[Completion] = await run(request, work)
+        stops = [given.stop] if isinstance(given.stop, str) else list(given.stop or [])
+        choices = [_choice(i, c, given.echo, given.logprobs, stops) for i, c in enumerate(found)]
+        used = sum(len(c.prompt) for c in found)
+        made = sum(len(c["_generated"]) for c in choices)
+        for choice in choices:
+            del choice["_generated"]
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {"prompt_tokens": used, "completion_tokens": made, "total_tokens": used + made},
+        }
+
+    @app.post("/tokenize", openapi_extra=_schema(TokenizeBody))
+    async def tokenize(request: Request) -> Any:
+        given: TokenizeBody = await body(request, TokenizeBody)
+        loaded = models[pick(given.model)]
+        check_chars([given.prompt])
+        ids, _ = await asyncio.to_thread(loaded.tokenizer.encode, given.prompt, given.add_special_tokens)
+        return {"tokens": ids.tolist(), "count": len(ids), "max_model_len": loaded.backend.context_length}
+
+    @app.post("/detokenize", openapi_extra=_schema(DetokenizeBody))
+    async def detokenize(request: Request) -> Any:
+        given: DetokenizeBody = await body(request, DetokenizeBody)
+        loaded = models[pick(given.model)]
+        vocab = loaded.backend.vocab_size
+        bad = [t for t in given.tokens if not 0 <= t < vocab]
+        if bad:
+            raise ServeError(400, f"token id {bad[0]} is not in this model's vocabulary (0 to {vocab - 1})")
+        text = await asyncio.to_thread(loaded.tokenizer.backend.decode, given.tokens, skip_special_tokens=False)
+        return {"prompt": text}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info(model: str | None = None) -> Any:
+        loaded = models[pick(model)]
+        special = loaded.tokenizer.special_tokens
+        return {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": special.get("bos_token"),
+            "eos_token": special.get("eos_token"),
+            "pad_token": special.get("pad_token"),
+            "unk_token": special.get("unk_token"),
+            "chat_template": loaded.tokenizer.chat_template,
+            "model_max_length": loaded.backend.context_length,
+            "add_bos_token": loaded.tokenizer.adds_bos,
+        }
+
+    @app.post("/v1/score", openapi_extra=_schema(ScoreBody))
+    async def score(request: Request) -> Any:
+        given: ScoreBody = await body(request, ScoreBody)
+        model = pick(given.model)
+        docs = documents(given, model)
+        analyses = Analyses(given.by_position, given.min_k if given.membership else None)
+        boot = Bootstrap(given.bootstrap, given.seed) if given.bootstrap else None
+        settings_ = given.window_settings()
+        work = ScoreWork(docs, settings_, analyses, boot)
+        return await run(request, Work("score", model, (settings_, analyses), work, sum(len(d.text) for d in docs)))
+
+    @app.post("/v1/tokens", openapi_extra=_schema(TokensBody))
+    async def tokens(request: Request) -> Any:
+        given: TokensBody = await body(request, TokensBody)
+        model = pick(given.model)
+        docs = documents(given, model)
+        settings_ = given.window_settings()
+        work = TokensWork(docs, settings_, given.top_k, given.unit)
+        key = (settings_, given.top_k, given.unit)
+        return await run(request, Work("tokens", model, key, work, sum(len(d.text) for d in docs)))
+
+    @app.post("/v1/compare", openapi_extra=_schema(CompareBody))
+    async def compare(request: Request) -> Any:
+        given: CompareBody = await body(request, CompareBody)
+        model, other = pick(given.model), pick(given.model_b)
+        docs = documents(given, model)
+        boot = Bootstrap(given.bootstrap, given.seed) if given.bootstrap else None
+        work = CompareWork(other, docs, given.window_settings(), given.top, boot, given.binoculars)
+        return await run(request, Work("compare", model, uuid.uuid4().hex, work, sum(len(d.text) for d in docs)))
+
+    return app
+
+
+def error(exc: ServeError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return JSONResponse(
+        {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
+        status_code=exc.status,
+        headers=headers,
+    )
+
+
+def _log(log: Callable[[str], None], request: Request, response: Response, began: float) -> None:
+    ms = (time.perf_counter() - began) * 1000
+    tokens = getattr(request.state, "tokens", 0)
+    log(f"{request.method} {request.url.path} {response.status_code} {tokens} tokens {ms:.0f} ms")
+
+
+def _schema(kind: type[BaseModel]) -> dict[str, Any]:
+    """The request body's JSON schema for the OpenAPI page (bodies are read by hand, with a size limit)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": kind.model_json_schema()}}}}
+
+
+def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> tuple[str | tuple[int, ...], ...]:
+    if isinstance(prompt, str):
+        return (prompt,)
+    if not prompt:
+        raise ServeError(400, "prompt: an empty list")
+    if all(isinstance(p, int) for p in prompt):
+        return (tuple(int(p) for p in prompt),)  # type: ignore[arg-type]
+    if all(isinstance(p, str) for p in prompt):
+        return tuple(str(p) for p in prompt)
+    return tuple(tuple(int(t) for t in p) for p in prompt)  # type: ignore[union-attr]
+
+
+def _choice(index: int, found: Completion, echo: bool, logprobs: int | None, stops: list[str]) -> dict[str, Any]:
+    """One choice in the legacy completions shape: the text (the prompt's too with echo), and with `logprobs`
+    the tokens, their log-probabilities (null for the first prompt token), the top alternatives (each token's
+    own among them, as vLLM gives them) and each token's offset in the text."""
+    generated = list(found.generated)
+    reason = found.finish_reason
+    text = "".join(t.token for t in generated)
+    for stop in stops:  # a stop sequence ends the text before it
+        at = text.find(stop) if stop else -1
+        if at >= 0:
+            kept, length = [], 0
+            for token in generated:
+                if length >= at:
+                    break
+                kept.append(token)
+                length += len(token.token)
+            generated, text, reason = kept, text[:at], "stop"
+    shown = [*found.prompt_tokens, *generated] if echo else generated
+    choice: dict[str, Any] = {
+        "index": index,
+        "text": (found.prompt.text if echo else "") + text,
+        "logprobs": None,
+        "finish_reason": reason,
+        "_generated": generated,
+    }
+    if logprobs is not None:
+        tops: list[dict[str, float] | None] = []
+        for token in shown:
+            if token.logprob is None:
+                tops.append(None)
+                continue
+            entry = {c.token: c.logprob for c in (token.top or ())[:logprobs]}
+            entry[token.token] = token.logprob
+            tops.append(entry)
+        choice["logprobs"] = {  # offsets count from the prompt's start, with echo or without (as OpenAI's)
+            "tokens": [t.token for t in shown],
+            "token_logprobs": [t.logprob for t in shown],
+            "top_logprobs": tops,
+            "text_offset": [t.offset for t in shown],
+        }
+    return choice
