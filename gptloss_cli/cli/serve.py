@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any, Optional
 
 import typer
@@ -108,7 +108,7 @@ def serve(
     url = f"http://{shown}:{bound[1]}"
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=None)
-    server = uvicorn.Server(config)
+    server = _server(uvicorn, config)
     ready = app.router.lifespan_context
 
     @asynccontextmanager
@@ -120,6 +120,29 @@ def serve(
     app.router.lifespan_context = announce
     server.run(sockets=[sock])
     note("stopped")
+
+
+def _server(uvicorn: Any, config: Any) -> Any:
+    """A uvicorn server that stops gracefully on SIGTERM or Ctrl-C (stop taking requests, finish those in
+    flight) and then returns, so the command exits 0 (uvicorn's own would raise the signal again); a second
+    signal stops at once."""
+    import signal
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            def stop(signum: int, frame: object) -> None:
+                again: bool = getattr(self, "should_exit", False)
+                self.force_exit, self.should_exit = again, True
+
+            kept = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in kept.items():
+                    signal.signal(s, handler)
+
+    return Server(config)
 
 
 def _listen(host: str, port: int) -> socket.socket:
