@@ -13,7 +13,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -168,20 +168,7 @@ def create_app(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
         )
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        began = time.perf_counter()
-        request.state.tokens = 0
-        if settings.api_key is not None and request.url.path not in OPEN and request.method != "OPTIONS":
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
-                response: Response = error(ServeError(401, "a valid API key is needed: Authorization: Bearer KEY",
-                                                      "authentication_error"))  # fmt: skip
-                _log(log, request, response, began)
-                return response
-        response = await call_next(request)
-        _log(log, request, response, began)
-        return response
+    app.add_middleware(Guard, api_key=settings.api_key, log=log)
 
     def pick(name: str | None) -> str:
         if name is None:
@@ -282,7 +269,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "waiting": worker.waiting()}
+        return {"status": "ok", "waiting": worker.waiting(), "scored": dict(worker.scored)}
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -415,10 +402,44 @@ def error(exc: ServeError) -> JSONResponse:
     )
 
 
-def _log(log: Callable[[str], None], request: Request, response: Response, began: float) -> None:
-    ms = (time.perf_counter() - began) * 1000
-    tokens = getattr(request.state, "tokens", 0)
-    log(f"{request.method} {request.url.path} {response.status_code} {tokens} tokens {ms:.0f} ms")
+class Guard:
+    """The API key check and the request log, as plain ASGI (a client's disconnect still reaches the routes)."""
+
+    def __init__(self, app: Any, api_key: str | None, log: Callable[[str], None]) -> None:
+        self.app, self.api_key, self.log = app, api_key, log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        state = scope.setdefault("state", {})
+        state["tokens"] = 0
+        status = [0]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        if self.api_key is not None and scope["path"] not in OPEN and scope["method"] != "OPTIONS":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, f"Bearer {self.api_key}".encode()):
+                refusal = ServeError(
+                    401, "a valid API key is needed: Authorization: Bearer KEY", "authentication_error"
+                )
+                await error(refusal)(scope, receive, sending)
+                self._line(scope, status[0], began)
+                return
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self._line(scope, status[0] or 499, began)
+
+    def _line(self, scope: Any, status: int, began: float) -> None:
+        ms = (time.perf_counter() - began) * 1000
+        tokens = scope.get("state", {}).get("tokens", 0)
+        self.log(f"{scope['method']} {scope['path']} {status} {tokens} tokens {ms:.0f} ms")
 
 
 def _schema(kind: type[BaseModel]) -> dict[str, Any]:

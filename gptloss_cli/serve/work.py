@@ -71,6 +71,7 @@ class Worker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gptloss-worker", daemon=True)
         self.busy = threading.Event()  # a batch is being scored
+        self.scored = {"batches": 0, "requests": 0, "tokens": 0}  # what was scored so far (GET /health)
 
     def start(self) -> None:
         self._thread.start()
@@ -152,8 +153,11 @@ class Worker:
             results = [ServeError(500, f"scoring failed: {type(exc).__name__}: {exc}", "server_error")] * len(batch)
         finally:
             self.busy.clear()
+        self.scored["batches"] += 1
         for request, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 request.future.set_exception(result)
             else:
+                self.scored["requests"] += 1
+                self.scored["tokens"] += request.tokens
                 request.future.set_result(result)
