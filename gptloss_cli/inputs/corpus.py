@@ -115,6 +115,32 @@ def corpus_files(paths: Sequence[str]) -> list[CorpusFile]:
     return found
 
 
+def check_outdir(outdir: Path, inputs: Sequence[str], files: Sequence[CorpusFile], folders: Sequence[str] = ()) -> None:
+    """Make the output folder (and its `folders`, for a run's own state), or say in one line why not: it cannot
+    be made or written, or it lies inside an input folder (its outputs would be read as input next time) or
+    holds an input file (an output could overwrite it)."""
+    real = Path(os.path.realpath(outdir))
+    for given in inputs:
+        path = Path(given).expanduser()
+        if path.is_dir() and (real == Path(os.path.realpath(path)) or Path(os.path.realpath(path)) in real.parents):
+            raise GptlossError(f"--output {outdir}: is inside the input folder {given}; give a folder outside it")
+    for item in files:
+        if real in Path(os.path.realpath(item.path)).parents:
+            raise GptlossError(f"--output {outdir}: holds the input {item.path}; give another folder")
+    if outdir.exists() and not outdir.is_dir():
+        raise GptlossError(f"--output {outdir}: is a file; give a folder")
+    if not outdir.exists() and not outdir.parent.is_dir():
+        raise GptlossError(f"--output {outdir}: the folder {outdir.parent} does not exist")
+    made = [outdir, *(outdir / name for name in folders)]
+    try:
+        for folder in made:
+            folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise GptlossError(f"--output {outdir}: cannot write there ({exc.strerror or exc})") from exc
+    if not all(os.access(folder, os.W_OK) for folder in made):
+        raise GptlossError(f"--output {outdir}: cannot write there (permission denied)")
+
+
 def _fixed_part(pattern: str) -> str:
     """The folders of a glob pattern before its first wildcard."""
     parts = Path(os.path.expanduser(pattern)).parts
