@@ -331,6 +331,9 @@ class ShardWriter:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         except OSError as exc:
             raise GptlossError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
         os.close(fd)
         self.tmp = Path(tmp)
         self._lines: IO[bytes] | None = None
