@@ -419,21 +419,41 @@ def read_back(path: Path, format: str) -> Chunk:
         return Chunk(0, 0, objects=[json.loads(line) for line in handle if line.strip()])
 
 
-def column_of_file(item: CorpusFile, name: str, rows: int = 10_000) -> np.ndarray:
+def parquet_schema(item: CorpusFile) -> pa.Schema:
+    """A Parquet file's Arrow schema, read from its footer. One line for a file that is not Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(item.path).schema_arrow
+    except (OSError, pa.ArrowException) as exc:
+        raise GptlossError(f"{item.path}: not a readable Parquet file ({first_line(exc)})") from exc
+
+
+def column_of_file(
+    item: CorpusFile, name: str, rows: int = 10_000, on_bad_line: OnBadLine = OnBadLine.fail
+) -> np.ndarray:
     """One numeric column of a whole file as float64 (NaN where null), read a chunk at a time (Parquet: only
-    that column). One line when the file has no such column."""
+    that column). One line when the file has no such column, naming those it has."""
     if item.format == PARQUET:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        names = pq.ParquetFile(item.path).schema_arrow.names
+        names = parquet_schema(item).names
         if name not in names:
-            raise GptlossError(f"{item.path}: no column {name!r}; its columns: {', '.join(names)}")
-        table = pq.read_table(item.path, columns=[name])
+            raise GptlossError(f"{item.path}: no column {name!r}; its columns: {', '.join(names) or 'none'}")
+        try:
+            table = pq.read_table(item.path, columns=[name])
+        except (OSError, pa.ArrowException) as exc:
+            raise GptlossError(f"{item.path}: not a readable Parquet file ({first_line(exc)})") from exc
         return column_values(Chunk(0, 0, table=table), name)
     parts, seen = [], False
-    for chunk in read_chunks(item, rows):
-        seen = seen or any(name in row for row in chunk.objects)
+    columns: dict[str, None] = {}  # the keys of the rows read until the column was seen, first seen first
+    for chunk in read_chunks(item, rows, on_bad_line):
+        if not seen:
+            seen = any(name in row for row in chunk.objects)
+            columns.update(dict.fromkeys(chunk.columns()))
         parts.append(column_values(chunk, name))
     if not seen and any(len(p) for p in parts):
-        raise GptlossError(f"{item.path}: no column {name!r}")
+        raise GptlossError(f"{item.path}: no column {name!r}; its columns: {', '.join(columns) or 'none'}")
     return np.concatenate(parts) if parts else np.zeros(0)
