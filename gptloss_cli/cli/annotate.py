@@ -244,8 +244,8 @@ def run_annotation(
     analyses: Any,
     engine: tuple[EngineName, str | None, int],
 ) -> None:
-    from ..inputs.corpus import corpus_files
-    from ..tasks.annotate import STATE, Annotation, RowScorer, check_outdir
+    from ..inputs.corpus import check_outdir, corpus_files
+    from ..tasks.annotate import STATE, Annotation, RowScorer
 
     world = join(console.world(), model)
     files = corpus_files(inputs)
@@ -255,7 +255,7 @@ def run_annotation(
     outputs = Outputs(("--output", claim), ("--report", report))
     try:
         if world.leader:
-            check_outdir(output, inputs, files)
+            check_outdir(output, inputs, files, [STATE])
             outputs.take([str(f.path) for f in files])
     except GptlossError as exc:
         error = exc

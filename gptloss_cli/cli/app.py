@@ -22,6 +22,7 @@ from . import console
 from .annotate import annotate
 from .compare import compare
 from .explain import explain
+from .filter import filter
 from .merge import merge
 from .models import models
 from .score import score
@@ -116,7 +117,7 @@ def help_text(command: Callable[..., Any]) -> str:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
-for _command in (score, tokens, compare, merge, explain, annotate, serve, models):
+for _command in (score, tokens, compare, merge, explain, annotate, filter, serve, models):
     app.command(help=help_text(_command), cls=Command)(_command)
 
 

@@ -115,6 +115,32 @@ def corpus_files(paths: Sequence[str]) -> list[CorpusFile]:
     return found
 
 
+def check_outdir(outdir: Path, inputs: Sequence[str], files: Sequence[CorpusFile], folders: Sequence[str] = ()) -> None:
+    """Make the output folder (and its `folders`, for a run's own state), or say in one line why not: it cannot
+    be made or written, or it lies inside an input folder (its outputs would be read as input next time) or
+    holds an input file (an output could overwrite it)."""
+    real = Path(os.path.realpath(outdir))
+    for given in inputs:
+        path = Path(given).expanduser()
+        if path.is_dir() and (real == Path(os.path.realpath(path)) or Path(os.path.realpath(path)) in real.parents):
+            raise GptlossError(f"--output {outdir}: is inside the input folder {given}; give a folder outside it")
+    for item in files:
+        if real in Path(os.path.realpath(item.path)).parents:
+            raise GptlossError(f"--output {outdir}: holds the input {item.path}; give another folder")
+    if outdir.exists() and not outdir.is_dir():
+        raise GptlossError(f"--output {outdir}: is a file; give a folder")
+    if not outdir.exists() and not outdir.parent.is_dir():
+        raise GptlossError(f"--output {outdir}: the folder {outdir.parent} does not exist")
+    made = [outdir, *(outdir / name for name in folders)]
+    try:
+        for folder in made:
+            folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise GptlossError(f"--output {outdir}: cannot write there ({exc.strerror or exc})") from exc
+    if not all(os.access(folder, os.W_OK) for folder in made):
+        raise GptlossError(f"--output {outdir}: cannot write there (permission denied)")
+
+
 def _fixed_part(pattern: str) -> str:
     """The folders of a glob pattern before its first wildcard."""
     parts = Path(os.path.expanduser(pattern)).parts
@@ -305,6 +331,9 @@ class ShardWriter:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         except OSError as exc:
             raise GptlossError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
         os.close(fd)
         self.tmp = Path(tmp)
         self._lines: IO[bytes] | None = None
@@ -390,21 +419,41 @@ def read_back(path: Path, format: str) -> Chunk:
         return Chunk(0, 0, objects=[json.loads(line) for line in handle if line.strip()])
 
 
-def column_of_file(item: CorpusFile, name: str, rows: int = 10_000) -> np.ndarray:
+def parquet_schema(item: CorpusFile) -> pa.Schema:
+    """A Parquet file's Arrow schema, read from its footer. One line for a file that is not Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(item.path).schema_arrow
+    except (OSError, pa.ArrowException) as exc:
+        raise GptlossError(f"{item.path}: not a readable Parquet file ({first_line(exc)})") from exc
+
+
+def column_of_file(
+    item: CorpusFile, name: str, rows: int = 10_000, on_bad_line: OnBadLine = OnBadLine.fail
+) -> np.ndarray:
     """One numeric column of a whole file as float64 (NaN where null), read a chunk at a time (Parquet: only
-    that column). One line when the file has no such column."""
+    that column). One line when the file has no such column, naming those it has."""
     if item.format == PARQUET:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        names = pq.ParquetFile(item.path).schema_arrow.names
+        names = parquet_schema(item).names
         if name not in names:
-            raise GptlossError(f"{item.path}: no column {name!r}; its columns: {', '.join(names)}")
-        table = pq.read_table(item.path, columns=[name])
+            raise GptlossError(f"{item.path}: no column {name!r}; its columns: {', '.join(names) or 'none'}")
+        try:
+            table = pq.read_table(item.path, columns=[name])
+        except (OSError, pa.ArrowException) as exc:
+            raise GptlossError(f"{item.path}: not a readable Parquet file ({first_line(exc)})") from exc
         return column_values(Chunk(0, 0, table=table), name)
     parts, seen = [], False
-    for chunk in read_chunks(item, rows):
-        seen = seen or any(name in row for row in chunk.objects)
+    columns: dict[str, None] = {}  # the keys of the rows read until the column was seen, first seen first
+    for chunk in read_chunks(item, rows, on_bad_line):
+        if not seen:
+            seen = any(name in row for row in chunk.objects)
+            columns.update(dict.fromkeys(chunk.columns()))
         parts.append(column_values(chunk, name))
     if not seen and any(len(p) for p in parts):
-        raise GptlossError(f"{item.path}: no column {name!r}")
+        raise GptlossError(f"{item.path}: no column {name!r}; its columns: {', '.join(columns) or 'none'}")
     return np.concatenate(parts) if parts else np.zeros(0)

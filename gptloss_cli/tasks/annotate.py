@@ -365,32 +365,6 @@ def deal_files(files: Sequence[CorpusFile], shard: Shard | None) -> list[CorpusF
     return [f for i, f in enumerate(files) if i in mine]
 
 
-def check_outdir(outdir: Path, inputs: Sequence[str], files: Sequence[CorpusFile]) -> None:
-    """One line for an output folder that cannot be made or written, or that lies inside an input folder (its
-    outputs would be read as input next time) or holds an input file."""
-    import os
-
-    real = Path(os.path.realpath(outdir))
-    for given in inputs:
-        path = Path(given).expanduser()
-        if path.is_dir() and (real == Path(os.path.realpath(path)) or Path(os.path.realpath(path)) in real.parents):
-            raise GptlossError(f"--output {outdir}: is inside the input folder {given}; give a folder outside it")
-    for item in files:
-        if real in Path(os.path.realpath(item.path)).parents:
-            raise GptlossError(f"--output {outdir}: holds the input {item.path}; give another folder")
-    if outdir.exists() and not outdir.is_dir():
-        raise GptlossError(f"--output {outdir}: is a file; give a folder")
-    if not outdir.exists() and not outdir.parent.is_dir():
-        raise GptlossError(f"--output {outdir}: the folder {outdir.parent} does not exist")
-    try:
-        outdir.mkdir(exist_ok=True)
-        (outdir / STATE).mkdir(exist_ok=True)
-    except OSError as exc:
-        raise GptlossError(f"--output {outdir}: cannot write there ({exc.strerror or exc})") from exc
-    if not os.access(outdir, os.W_OK) or not os.access(outdir / STATE, os.W_OK):
-        raise GptlossError(f"--output {outdir}: cannot write there (permission denied)")
-
-
 class Annotation:
     """One annotate run over `files` into `outdir` (see the module's docstring)."""
 
