@@ -156,11 +156,16 @@ def test_scorer_refuses_a_batch_without_the_text_or_already_scored(model_dirs: d
 def test_scorer_in_a_ray_data_pipeline(
     cluster: Any, corpus: Path, model_dirs: dict[str, Path], local_rows: list[dict[str, Any]]
 ) -> None:
-    """map_batches(Scorer, concurrency=2) over blocks of 2 rows as pyarrow, and read_parquet -> map_batches in
+    """map_batches(Scorer) on a pool of 2 actors, over blocks of 2 rows as pyarrow, and read_parquet -> map_batches in
     Ray's default numpy format: each row's scores as annotate's, nulls as nulls."""
     kwargs = {"model": str(model_dirs["llama"]), "batch_size": 4}
     data = ray.data.from_items(ROWS, override_num_blocks=4).map_batches(
-        Scorer, fn_constructor_kwargs=kwargs, concurrency=2, num_cpus=0.5, batch_format="pyarrow", batch_size=2
+        Scorer,
+        fn_constructor_kwargs=kwargs,
+        compute=ray.data.ActorPoolStrategy(size=2),
+        num_cpus=0.5,
+        batch_format="pyarrow",
+        batch_size=2,
     )
     got = sorted(data.take_all(), key=lambda row: row["id"])
     assert_rows_close(got, local_rows)
@@ -168,7 +173,7 @@ def test_scorer_in_a_ray_data_pipeline(
     assert schema is not None and schema.types[schema.names.index("gptloss_tokens")] == pa.int64()
 
     numpy = ray.data.read_parquet(str(corpus / "a.parquet")).map_batches(
-        Scorer, fn_constructor_kwargs=kwargs, concurrency=1, num_cpus=0.5, batch_size=3
+        Scorer, fn_constructor_kwargs=kwargs, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5, batch_size=3
     )
     assert_rows_close(sorted(numpy.take_all(), key=lambda row: row["id"]), local_rows)
 
