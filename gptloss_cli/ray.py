@@ -7,8 +7,8 @@ adds annotate's score columns to every batch it is given::
     from gptloss_cli.ray import Scorer
 
     (ray.data.read_parquet("corpus/")
-        .map_batches(Scorer, fn_constructor_kwargs={"model": "gemma-3-270m"}, concurrency=4, num_gpus=1,
-                     batch_format="pyarrow")
+        .map_batches(Scorer, fn_constructor_kwargs={"model": "gemma-3-270m"}, num_gpus=1,
+                     compute=ray.data.ActorPoolStrategy(size=4), batch_format="pyarrow")
         .write_parquet("scored/"))
 
 `ray_engine` is what `gptloss annotate --engine ray` runs: `--workers` actors of the same class, fed the chunks
@@ -57,7 +57,8 @@ def _ray() -> Any:
 
 class Scorer:
     """Rows into annotate's score columns, with the model loaded once: a Ray Data callable class
-    (`map_batches(Scorer, fn_constructor_kwargs={...}, concurrency=N)`), or a plain object.
+    (`map_batches(Scorer, fn_constructor_kwargs={...}, compute=ActorPoolStrategy(size=N))`, or `concurrency=N`
+    before Ray 2.51), or a plain object.
 
     The keywords are annotate's options: which columns make a row's document (`text_column`, or
     `prompt_column` with `completion_column`, or `messages_column` with `score_roles`; `span_column`), the
