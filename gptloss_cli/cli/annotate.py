@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -166,7 +166,9 @@ ENGINE = OptionGroup(
         ],
         "address": Annotated[
             Optional[str],  # noqa: UP045
-            text_option("The Ray cluster to join (default: a local one, started for the run).", CORPUS_PANEL),
+            text_option(
+                "The Ray cluster to join (default: RAY_ADDRESS's, else a local one started for the run).", CORPUS_PANEL
+            ),
         ],
         "workers": Annotated[
             int, panel_option(min=1, panel=CORPUS_PANEL, help="Ray actors, each scoring chunks with its own model.")
@@ -260,18 +262,16 @@ def run_annotation(
     except GptlossError as exc:
         error = exc
     world.agree(error)
-    with outputs:
+    with outputs, ExitStack() as stack:
         engine_name, address, workers = engine
+        loaded = console.load(model)  # with Ray, this process reads the tokenizer's settings; the actors score
+        scorer = RowScorer(loaded, rows, windows, analyses, world)
+        runner = None
         if engine_name is EngineName.ray:
             from ..ray import ray_engine
 
-            loaded = console.load(model)  # the driver reads the tokenizer's settings; the actors score
-            scorer = RowScorer(loaded, rows, windows, analyses, world)
-            runner = ray_engine(model, rows, windows, analyses, address, workers)
-        else:
-            loaded = console.load(model)
-            scorer = RowScorer(loaded, rows, windows, analyses, world)
-            runner = None
+            expected = scorer.fingerprint()
+            runner = stack.enter_context(ray_engine(model, rows, windows, analyses, address, workers, expected))
         annotation = Annotation(scorer, files, output, corpus, runner)
         with watch() as watcher:
             result = annotation.run(watcher)
