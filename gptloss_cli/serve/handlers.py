@@ -190,8 +190,9 @@ def handlers(models: dict[str, LoadedModel], limits: Limits) -> dict[str, Handle
             except GptlossError as exc:
                 out.append(ServeError(400, str(exc)))
                 continue
-            request.tokens = int(result.to_dict().get("paired", {}).get("tokens", 0) or 0)
-            out.append(result.to_dict())
+            made = result.to_dict()
+            request.tokens = int(made.get("paired", {}).get("n", 0) or 0)
+            out.append(made)
         return out
 
     return {"complete": completions, "score": score, "tokens": tokens, "compare": compare}
