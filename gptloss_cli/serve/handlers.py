@@ -62,6 +62,7 @@ class CompareWork:
     top: int
     bootstrap: Bootstrap | None
     binoculars: bool
+    spans: bool = False  # each document's paired units too (DocumentPair.span_records)
 
 
 def handlers(models: dict[str, LoadedModel], limits: Limits) -> dict[str, Handler]:
@@ -191,6 +192,9 @@ def handlers(models: dict[str, LoadedModel], limits: Limits) -> dict[str, Handle
                 out.append(ServeError(400, str(exc)))
                 continue
             made = result.to_dict()
+            if work.spans:
+                for entry, doc in zip(made["documents"], result.documents, strict=True):
+                    entry["spans"] = doc.span_records()
             request.tokens = int(made.get("paired", {}).get("n", 0) or 0)
             out.append(made)
         return out
