@@ -129,6 +129,7 @@ class CompareBody(InputBody):
     bootstrap: int = Field(0, ge=0, le=100_000)
     seed: int = 0
     binoculars: bool = False
+    spans: bool = False  # each document's paired units (start, end, nll_a, nll_b, delta_nll, kl), for the page
 
 
 class TokenizeBody(_Body):
@@ -387,7 +388,7 @@ def create_app(
         model, other = pick(given.model), pick(given.model_b)
         docs = documents(given, model)
         boot = Bootstrap(given.bootstrap, given.seed) if given.bootstrap else None
-        work = CompareWork(other, docs, given.window_settings(), given.top, boot, given.binoculars)
+        work = CompareWork(other, docs, given.window_settings(), given.top, boot, given.binoculars, given.spans)
         return await run(request, Work("compare", model, uuid.uuid4().hex, work, sum(len(d.text) for d in docs)))
 
     return app

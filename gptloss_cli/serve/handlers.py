@@ -62,6 +62,7 @@ class CompareWork:
     top: int
     bootstrap: Bootstrap | None
     binoculars: bool
+    spans: bool = False  # each document's paired units too (DocumentPair.span_records)
 
 
 def handlers(models: dict[str, LoadedModel], limits: Limits) -> dict[str, Handler]:
@@ -190,8 +191,12 @@ def handlers(models: dict[str, LoadedModel], limits: Limits) -> dict[str, Handle
             except GptlossError as exc:
                 out.append(ServeError(400, str(exc)))
                 continue
-            request.tokens = int(result.to_dict().get("paired", {}).get("tokens", 0) or 0)
-            out.append(result.to_dict())
+            made = result.to_dict()
+            if work.spans:
+                for entry, doc in zip(made["documents"], result.documents, strict=True):
+                    entry["spans"] = doc.span_records()
+            request.tokens = int(made.get("paired", {}).get("n", 0) or 0)
+            out.append(made)
         return out
 
     return {"complete": completions, "score": score, "tokens": tokens, "compare": compare}

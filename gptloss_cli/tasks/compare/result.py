@@ -58,6 +58,12 @@ class DocumentPair:
             return None
         return Distribution.of(self.kld, self.delta_p, self.same_top1, self.kld_reverse)
 
+    def span_records(self) -> list[dict[str, Any]]:
+        """Each paired unit in text order: its span, both NLLs, Δ NLL and (one vocabulary) KL(P_A‖P_B)."""
+        kl: list[float | None] = [None] * len(self.nll_a) if self.kld is None else self.kld.tolist()
+        rows = zip(self.spans.tolist(), self.nll_a.tolist(), self.nll_b.tolist(), kl, strict=True)
+        return [{"start": s, "end": e, "nll_a": a, "nll_b": b, "delta_nll": b - a, "kl": k} for (s, e), a, b, k in rows]
+
     def top_differences(self, n: int) -> list[Difference]:
         order = np.argsort(-np.abs(self.nll_b - self.nll_a), kind="stable")[:n]
         return [
