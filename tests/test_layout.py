@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gptloss_cli"
 MODULES = sorted(PACKAGE.rglob("*.py"))
-COMMAND_MODULES = ["score", "tokens", "compare", "merge", "explain", "models"]
+COMMAND_MODULES = ["score", "tokens", "compare", "merge", "explain", "annotate", "filter", "serve", "models"]
 CLI = PACKAGE / "cli"
 PROTOCOL_REGISTRY = {PACKAGE / "core" / "protocols.py", PACKAGE / "core" / "presets.py"}
 # The presets' names as code or data spells them (llama.cpp is left out: it is also a backend's name).

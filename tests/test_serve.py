@@ -382,7 +382,7 @@ def test_a_client_that_disconnects_is_not_scored(model_dirs) -> None:
         where = urlparse(waiting.url)
         body = json.dumps({"texts": ["a text whose client leaves " * 50]}).encode()
         with socket.create_connection((where.hostname, where.port)) as sock:
-            head = f"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            head = f"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
             sock.sendall(head.encode() + body)
             time.sleep(0.3)  # read by the server, waiting for its batch
         time.sleep(2.0)
