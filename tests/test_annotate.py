@@ -169,6 +169,8 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_output(model_dirs, corpus, t
     ]
     assert not list(out.rglob("*.tmp"))
     monkeypatch.setattr(task.Annotation, "_write_chunk", write)
+    (out / ".b.jsonl.x1y2.tmp").write_text("half an output, as kill -9 leaves it")
+    (state / "b.jsonl.chunks" / ".000001.jsonl.z3.tmp").write_text("half a chunk")
     scored = []
     score = task.RowScorer.score
 
@@ -182,6 +184,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_output(model_dirs, corpus, t
     for name in ("a.parquet", "b.jsonl", "sub/c.jsonl.gz"):
         assert read_rows(out / name) == read_rows(whole / name)  # to the bit: each chunk is batched alone
     assert not (state / "b.jsonl.chunks").exists() and (state / "b.jsonl.done.json").exists()
+    assert not list(out.rglob("*.tmp"))  # what the killed run left is gone
 
 
 def test_resume_refuses_other_settings_or_a_changed_input(model_dirs, corpus, tmp_path: Path) -> None:

@@ -458,6 +458,13 @@ class Annotation:
         already done. Without --resume, whatever an earlier run left for it is removed."""
         manifest = {"schema": ANNOTATE_SCHEMA, "fingerprint": self.fingerprint, "input": item.identity()}
         again = "start over without --resume"
+        # temporary files a killed run left (this run holds the folder's lock: nobody else is writing them)
+        stale = [
+            *output.parent.glob(f".{output.name}.*.tmp"),
+            *(chunks_dir.glob(".*.tmp") if chunks_dir.is_dir() else []),
+        ]
+        for leftover in stale:
+            leftover.unlink(missing_ok=True)
         if not self.settings.resume:
             shutil.rmtree(chunks_dir, ignore_errors=True)
             done_mark.unlink(missing_ok=True)
