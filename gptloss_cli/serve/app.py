@@ -463,15 +463,16 @@ def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> tuple[str
 def _choice(index: int, found: Completion, echo: bool, logprobs: int | None, stops: list[str]) -> dict[str, Any]:
     """One choice in the legacy completions shape: the text (the prompt's too with echo), and with `logprobs`
     the tokens, their log-probabilities (null for the first prompt token), the top alternatives (each token's
-    own among them, as vLLM gives them) and each token's offset in the text."""
+    own among them, as vLLM gives them) and each token's offset in the text. An end-of-sequence token the
+    model chose is listed last among the tokens (not in the text), as vLLM lists it."""
     generated = list(found.generated)
     reason = found.finish_reason
-    text = "".join(t.token for t in generated)
+    text = found.generated_text
     for stop in stops:  # a stop sequence ends the text before it
         at = text.find(stop) if stop else -1
         if at >= 0:
             kept, length = [], 0
-            for token in generated:
+            for token in found.text_tokens:
                 if length >= at:
                     break
                 kept.append(token)

@@ -8,6 +8,11 @@ ids is taken exactly as it is, as evaluation harnesses send it with their own pr
 is the top choice of the distribution after the last token: the prompt is scored with one placeholder token
 after it, whose own log p is not used, so generation goes through the same engine as scoring (one pass per
 generated token; a server caps max_tokens).
+
+When the greedy choice is the end-of-sequence token, generation stops and that token is the last generated
+one, with its log p and alternatives (finish_reason "stop"; the text leaves it out), as vLLM and OpenAI list
+it: harnesses count on max_tokens generated tokens after an echoed prompt (lm-eval's local-completions sums
+a continuation's log p over token_logprobs[ctxlen:-1], so a missing last token drops one of the prompt's).
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ class TokenLogprob:
 
 @dataclass(frozen=True)
 class Completion:
-    """A prompt's tokens with their log-probabilities, and the greedy tokens after it."""
+    """A prompt's tokens with their log-probabilities, and the greedy tokens after it (ending with the
+    end-of-sequence token when the model chose it: finish_reason "stop")."""
 
     prompt: Prompt
     prompt_tokens: list[TokenLogprob]
@@ -87,8 +93,13 @@ class Completion:
     finish_reason: str  # "length", or "stop" at the end-of-sequence token
 
     @property
+    def text_tokens(self) -> list[TokenLogprob]:
+        """The generated tokens that make the text: all but a final end-of-sequence token."""
+        return self.generated[:-1] if self.finish_reason == "stop" else self.generated
+
+    @property
     def generated_text(self) -> str:
-        return "".join(t.token for t in self.generated)
+        return "".join(t.token for t in self.text_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         def token(t: TokenLogprob) -> dict[str, Any]:
@@ -170,21 +181,16 @@ def complete(
             if finished[i]:
                 continue
             after = found[-1].top[0]  # the distribution after the last real token: its top choice
-            if eos is not None and after.token_id == eos:
-                finished[i] = True
-                generated[i].append(_done_marker())
-                continue
             offset = len(prompts[i].text) + sum(len(t.token) for t in generated[i])
             alternatives = tuple(Choice(c.token_id, c.token, c.logprob) for c in found[-1].top[: tops[i]])
             token = TokenLogprob(after.token_id, after.token, offset, after.logprob, alternatives if tops[i] else None)
-            generated[i].append(token)
-            finished[i] = len(generated[i]) >= max_tokens[i]
+            generated[i].append(token)  # the end-of-sequence token too: it is a generated token (see Completion)
+            finished[i] = len(generated[i]) >= max_tokens[i] or (eos is not None and after.token_id == eos)
         step += 1
     out = []
     for i, prompt in enumerate(prompts):
-        stopped = bool(generated[i]) and generated[i][-1].token_id < 0
-        tokens = [t for t in generated[i] if t.token_id >= 0]
-        out.append(Completion(prompt, scored[i], tokens, "stop" if stopped else "length"))
+        stopped = eos is not None and bool(generated[i]) and generated[i][-1].token_id == eos
+        out.append(Completion(prompt, scored[i], generated[i], "stop" if stopped else "length"))
     return out
 
 
@@ -217,7 +223,3 @@ def _prompt_tokens(prompt: Prompt, pieces: list[str], records: list[TokenRecord]
         logprob = record.logprob
         out.append(TokenLogprob(int(token_id), text, int(prompt.starts[position]), logprob, alternatives))
     return out
-
-
-def _done_marker() -> TokenLogprob:
-    return TokenLogprob(-1, "", 0, None, None)
