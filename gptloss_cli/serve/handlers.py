@@ -4,9 +4,9 @@ the task the command line runs, and the results split back per request, in the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core.plan import WindowSettings
 from ..core.totals import Bootstrap
@@ -16,6 +16,7 @@ from ..inputs.document import Document
 from ..models.spec import LoadedModel
 from ..render.tokens import tokens_document
 from ..tasks.analyses import Analyses
+from ..tasks.job import Pretokenized
 from ..tasks.logprobs import Completion, Prompt, complete, id_prompt, text_prompt
 from ..tasks.score import ScoreRun
 from ..tasks.tokens import TokenRecord, TokenRun, WordRecord
@@ -105,19 +106,7 @@ def handlers(models: dict[str, LoadedModel], limits: Limits) -> dict[str, Handle
     def score(batch: Sequence[Request]) -> list[Any]:
         loaded = models[batch[0].model]
         first: ScoreWork = batch[0].payload
-        runs: list[ScoreRun | ServeError] = []
-        for request in batch:
-            work: ScoreWork = request.payload
-            try:
-                run = ScoreRun(loaded, list(work.documents), work.settings, analyses=work.analyses)
-                run.require_tokens()
-                request.tokens = run.tokens_to_score()
-                _check_tokens(request.tokens, limits)
-                runs.append(run)
-            except GptlossError as exc:
-                runs.append(ServeError(400, str(exc)))
-            except ServeError as exc:
-                runs.append(exc)
+        runs = _prepared(batch, lambda w: ScoreRun(loaded, list(w.documents), w.settings, analyses=w.analyses), limits)
         ready = [r for r in runs if isinstance(r, ScoreRun)]
         tokenized = [t for r in ready for t in r.tokenized]
         scores: list[Any] = []
@@ -141,19 +130,9 @@ def handlers(models: dict[str, LoadedModel], limits: Limits) -> dict[str, Handle
     def tokens(batch: Sequence[Request]) -> list[Any]:
         loaded = models[batch[0].model]
         first: TokensWork = batch[0].payload
-        runs: list[TokenRun | ServeError] = []
-        for request in batch:
-            work: TokensWork = request.payload
-            try:
-                run = TokenRun(loaded, list(work.documents), work.settings, top_k=work.top_k, unit=work.unit)
-                run.require_tokens()
-                request.tokens = run.tokens_to_score()
-                _check_tokens(request.tokens, limits)
-                runs.append(run)
-            except GptlossError as exc:
-                runs.append(ServeError(400, str(exc)))
-            except ServeError as exc:
-                runs.append(exc)
+        runs = _prepared(
+            batch, lambda w: TokenRun(loaded, list(w.documents), w.settings, top_k=w.top_k, unit=w.unit), limits
+        )
         ready = [r for r in runs if isinstance(r, TokenRun)]
         tokenized = [t for r in ready for t in r.tokenized]
         records: list[list[TokenRecord | WordRecord]] = [[] for _ in tokenized]
@@ -209,6 +188,27 @@ def _prompt(loaded: LoadedModel, prompt: str | tuple[int, ...]) -> Prompt:
         raise ServeError(400, str(exc)) from exc
 
 
+R = TypeVar("R", ScoreRun, TokenRun)
+
+
+def _prepared(batch: Sequence[Request], make: Callable[[Any], R], limits: Limits) -> list[R | ServeError]:
+    """Each request's run, tokenized and checked on its own (`make` from its payload), or what is wrong with it:
+    a request with nothing to score or too many tokens fails alone, before the batch is scored."""
+    runs: list[R | ServeError] = []
+    for request in batch:
+        try:
+            run = make(request.payload)
+            run.require_tokens()
+            request.tokens = run.tokens_to_score()
+            _check_tokens(request.tokens, limits)
+            runs.append(run)
+        except GptlossError as exc:
+            runs.append(ServeError(400, str(exc)))
+        except ServeError as exc:
+            runs.append(exc)
+    return runs
+
+
 def _check_tokens(count: int, limits: Limits) -> None:
     if count > limits.tokens:
         raise ServeError(
@@ -216,29 +216,21 @@ def _check_tokens(count: int, limits: Limits) -> None:
         )
 
 
-class _Merged(ScoreRun):
-    """One ScoreRun over documents the requests already tokenized (named by their place in the batch)."""
+class _Merged(Pretokenized, ScoreRun):
+    """One ScoreRun over documents the requests already tokenized."""
 
     def __init__(
         self, loaded: LoadedModel, tokenized: list[TokenizedDocument], settings: WindowSettings, analyses: Analyses
     ):
-        self._tokens = tokenized
-        docs = [replace(t.document, source=str(i)) for i, t in enumerate(tokenized)]
-        super().__init__(loaded, docs, settings, analyses=analyses)
-
-    def tokenize(self, document: Document) -> TokenizedDocument:
-        return replace(self._tokens[int(document.source)], document=document)
+        self.tokens = tokenized
+        super().__init__(loaded, self.named(), settings, analyses=analyses)
 
 
-class _MergedTokens(TokenRun):
+class _MergedTokens(Pretokenized, TokenRun):
     """One TokenRun over documents the requests already tokenized."""
 
     def __init__(
         self, loaded: LoadedModel, tokenized: list[TokenizedDocument], settings: WindowSettings, top_k: int, unit: str
     ):
-        self._tokens = tokenized
-        docs = [replace(t.document, source=str(i)) for i, t in enumerate(tokenized)]
-        super().__init__(loaded, docs, settings, top_k=top_k, unit=unit)
-
-    def tokenize(self, document: Document) -> TokenizedDocument:
-        return replace(self._tokens[int(document.source)], document=document)
+        self.tokens = tokenized
+        super().__init__(loaded, self.named(), settings, top_k=top_k, unit=unit)

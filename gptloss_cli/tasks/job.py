@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -100,3 +101,17 @@ class Job:
         """Refuse, saying why, a job in which no token gets a loss (the whole job's: a shard may hold none)."""
         if tokens_to_score(self.tokenized, self.plan) == 0:
             raise nothing_to_score(self.documents, dataset)
+
+
+class Pretokenized:
+    """Mixed into a Job whose documents were tokenized already (by earlier jobs, or built from token ids): the
+    documents are named by their place in `tokens` (`named`), and `tokenize` gives their tokens back instead
+    of tokenizing again. Set `tokens` before the Job's __init__ runs."""
+
+    tokens: list[TokenizedDocument]
+
+    def named(self) -> list[Document]:
+        return [replace(t.document, source=str(i)) for i, t in enumerate(self.tokens)]
+
+    def tokenize(self, document: Document) -> TokenizedDocument:
+        return replace(self.tokens[int(document.source)], document=document)

@@ -29,6 +29,7 @@ from ..core.windows import BosPolicy, TokenizedDocument, tokenize
 from ..errors import GptlossError
 from ..inputs.document import Document
 from ..models.spec import LoadedModel
+from .job import Pretokenized
 from .tokens import TokenRecord, TokenRun
 
 
@@ -117,16 +118,12 @@ class Completion:
         }
 
 
-class _PromptRun(TokenRun):
-    """A TokenRun over prompts already tokenized (documents named by their index)."""
+class _PromptRun(Pretokenized, TokenRun):
+    """A TokenRun over prompts already tokenized."""
 
     def __init__(self, loaded: LoadedModel, prompts: Sequence[TokenizedDocument], settings: WindowSettings, top: int):
-        self._prompts = list(prompts)
-        documents = [p.document for p in self._prompts]
-        super().__init__(loaded, documents, settings, top_k=top)
-
-    def tokenize(self, document: Document) -> TokenizedDocument:
-        return self._prompts[int(document.source)]
+        self.tokens = list(prompts)
+        super().__init__(loaded, self.named(), settings, top_k=top)
 
 
 def complete(
