@@ -11,7 +11,7 @@ adds annotate's score columns to every batch it is given::
                      compute=ray.data.ActorPoolStrategy(size=4), batch_format="pyarrow")
         .write_parquet("scored/"))
 
-`ray_engine` is what `gptloss annotate --engine ray` runs: `--workers` actors of the same class, fed the chunks
+`RayEngine` is what `gptloss annotate --engine ray` runs: `--workers` actors of the same class, fed the chunks
 of annotate's files. A row's scores are those of `annotate` with the local engine, whatever the engine, the
 number of workers or the batches (each row is a document of `score`).
 
@@ -292,6 +292,9 @@ class RayEngine:
 
     Each of `workers` actors loads the model once. Chunks go to them in turn, at most IN_FLIGHT each at a time,
     carrying only the columns a row's document is made from; their scores come back in the chunks' order.
+    The cluster is the one at `address` (None: RAY_ADDRESS, else a local Ray started for the run). `expected`:
+    the fingerprint this process computed (RowScorer.fingerprint); workers that would score otherwise (another
+    device or dtype) are refused in one line.
     """
 
     def __init__(
@@ -427,19 +430,3 @@ def _failure(exc: BaseException) -> str:
     if isinstance(cause, BaseException):
         return f"a Ray worker failed: {type(cause).__name__}: {first_line(cause)}"
     return f"a Ray worker failed: {re.sub(ANSI, '', first_line(exc))}"
-
-
-def ray_engine(
-    model: ModelRequest,
-    rows: DatasetOptions,
-    windows: WindowSettings,
-    analyses: Analyses,
-    address: str | None = None,
-    workers: int = 1,
-    expected: dict[str, Any] | None = None,
-) -> RayEngine:
-    """annotate's engine on `workers` Ray actors, each loading `model` once, on the cluster at `address` (None:
-    RAY_ADDRESS, else a local Ray started for the run). Use it as a context manager. `expected`: the
-    fingerprint this process computed (RowScorer.fingerprint); workers that would score otherwise (another
-    device or dtype) are refused in one line."""
-    return RayEngine(model, rows, windows, analyses, address, workers, expected)

@@ -183,12 +183,12 @@ def test_a_failing_worker_is_one_line(cluster: Any, model_dirs: dict[str, Path])
     from gptloss_cli.core.plan import WindowSettings
     from gptloss_cli.errors import GptlossError
     from gptloss_cli.models.spec import ModelRequest
-    from gptloss_cli.ray import ray_engine
+    from gptloss_cli.ray import RayEngine
     from gptloss_cli.tasks.analyses import Analyses
     from gptloss_cli.tasks.annotate import row_options
 
     missing = str(model_dirs["llama"].parent / "no-such-model")
-    engine = ray_engine(ModelRequest(missing), row_options(), WindowSettings(), Analyses(), None, 1)
+    engine = RayEngine(ModelRequest(missing), row_options(), WindowSettings(), Analyses(), None, 1)
     with pytest.raises(GptlossError) as caught:
         with engine:
             pass

@@ -18,7 +18,7 @@ from ..inputs.corpus import OnBadLine
 from ..models.spec import ModelRequest
 from . import console
 from .console import emit, note
-from .options import PLACED_MODEL, WINDOW, OptionGroup, grouped, panel_option, text_option
+from .options import PLACED_MODEL, WINDOW, OptionGroup, OutdirOpt, grouped, panel_option, text_option
 from .prepare import join
 
 ROWS_PANEL = "Rows"
@@ -190,12 +190,7 @@ def annotate(
             show_default=False,
         ),
     ],
-    output: Annotated[
-        Path,
-        typer.Option(
-            "--output", "-o", metavar="OUTDIR", help="Folder for the outputs: each at its input's path below it."
-        ),
-    ],
+    output: OutdirOpt,
     membership: Annotated[
         bool, typer.Option(help="Also Min-K% Prob, Min-K%++ and zlib ratio columns (membership scores).")
     ] = False,
@@ -268,10 +263,10 @@ def run_annotation(
         scorer = RowScorer(loaded, rows, windows, analyses, world)
         runner = None
         if engine_name is EngineName.ray:
-            from ..ray import ray_engine
+            from ..ray import RayEngine
 
             expected = scorer.fingerprint()
-            runner = stack.enter_context(ray_engine(model, rows, windows, analyses, address, workers, expected))
+            runner = stack.enter_context(RayEngine(model, rows, windows, analyses, address, workers, expected))
         annotation = Annotation(scorer, files, output, corpus, runner)
         with watch() as watcher:
             result = annotation.run(watcher)

@@ -11,6 +11,7 @@ from ..files import Outputs
 from ..inputs.corpus import OnBadLine
 from . import console
 from .console import emit, note
+from .options import OutdirOpt
 
 THRESHOLDS_PANEL = "Thresholds"
 
@@ -25,12 +26,7 @@ def filter(
             show_default=False,
         ),
     ],
-    output: Annotated[
-        Path,
-        typer.Option(
-            "--output", "-o", metavar="OUTDIR", help="Folder for the outputs: each at its input's path below it."
-        ),
-    ],
+    output: OutdirOpt,
     column: Annotated[
         str, typer.Option(help="The numeric column compared with the thresholds.", rich_help_panel=THRESHOLDS_PANEL)
     ] = "gptloss_perplexity",

@@ -288,6 +288,10 @@ OutputOpt = Annotated[
         "--output", "-o", dir_okay=False, help="Write the result to this file (atomically) instead of stdout."
     ),
 ]
+OutdirOpt = Annotated[  # annotate and filter: a corpus in, the same files out
+    Path,
+    typer.Option("--output", "-o", metavar="OUTDIR", help="Folder for the outputs: each at its input's path below it."),
+]
 HtmlOpt = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--html", dir_okay=False, help="Also write a self-contained HTML report to this file."),
