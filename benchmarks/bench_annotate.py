@@ -41,8 +41,9 @@ equal chunks give equal numbers to the bit). Compares OUT1 and OUT2 with pyarrow
 columns, every input column equal, the score columns' nulls equal and their values within --tolerance
 (relative); prints PASS or FAIL.
 
-Every subcommand first prints the machine: CPU model, whether /proc/cpuinfo lists avx512_bf16 and amx_bf16,
-cores, torch and transformers versions, the checkout's commit; and ends with its figures as one JSON line.
+Every subcommand first prints the machine (benchmarks/machine.py: CPU model, whether /proc/cpuinfo lists
+avx512_bf16 and amx_bf16, cores, threads, library versions, the checkout's commit); and ends with its figures
+as one JSON line.
 The script imports gptloss_cli from this checkout (its parent folder comes first on sys.path, and the children
 get it on PYTHONPATH).
 """
@@ -63,55 +64,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from machine import ROOT, describe, header
+
 sys.path.insert(0, str(ROOT))  # this checkout's gptloss_cli, here and (through PYTHONPATH) in the children
 
 SOURCES = (Path("/usr/share/common-licenses"), Path("/usr/share/doc"))
 STATE = ".gptloss-annotate"  # gptloss_cli.tasks.annotate.STATE: where annotate keeps its chunks
 SCORE_COLUMNS = ("gptloss_tokens", "gptloss_nll_sum", "gptloss_mean_nll", "gptloss_perplexity", "gptloss_bits_per_byte")
-
-
-# The machine -------------------------------------------------------------------------------------------------
-
-
-def machine(threads: int | None = None) -> dict[str, Any]:
-    """CPU model and bf16 flags from /proc/cpuinfo, cores, library versions, the checkout's commit."""
-    import torch
-    import transformers
-
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
-    return {
-        "cpu": model,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx_bf16": "amx_bf16" in flags,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)),
-        "threads": threads if threads is not None else torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "commit": commit.stdout.strip() + (" (modified)" if dirty.stdout.strip() else ""),
-    }
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    print(
-        f"machine: {info['cpu']}; avx512_bf16 {'yes' if info['avx512_bf16'] else 'no'}, "
-        f"amx_bf16 {'yes' if info['amx_bf16'] else 'no'} (torch CPU capability {info['cpu_capability']}); "
-        f"{info['cores']} cores ({info['cores_usable']} usable), {info['threads']} threads"
-    )
-    print(f"torch {info['torch']}, transformers {info['transformers']}, gptloss checkout {info['commit']}")
 
 
 # Children: the CLI with a load mark, the row loop, a model alone --------------------------------------------
@@ -291,8 +250,8 @@ def cmd_corpus(args: argparse.Namespace) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    info = machine()
-    print_machine(info)
+    info = describe()
+    print(header(info))
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     duplicates = empty = 0
@@ -373,8 +332,8 @@ def take_rows(source: str, limit: int | None, work: Path) -> tuple[str, Path, in
 
 
 def cmd_speed(args: argparse.Namespace) -> None:
-    info = machine(args.threads)
-    print_machine(info)
+    info = describe(args.threads)
+    print(header(info))
     work = Path(tempfile.mkdtemp(prefix="gptloss-bench-annotate-", dir=args.workdir))
     runner = Runner(work, info["threads"])
     corpus, rows_path, rows, characters = take_rows(args.corpus, args.limit_rows, work)
@@ -531,8 +490,8 @@ def tiny_model(folder: Path) -> str:
 
 
 def cmd_memory(args: argparse.Namespace) -> None:
-    info = machine(args.threads)
-    print_machine(info)
+    info = describe(args.threads)
+    print(header(info))
     work = Path(tempfile.mkdtemp(prefix="gptloss-bench-annotate-", dir=args.workdir))
     runner = Runner(work, info["threads"])
     spec = args.model or tiny_model(work / "models")
@@ -664,8 +623,8 @@ def compare_outputs(first: Path, second: Path, tolerance: float) -> dict[str, An
 
 
 def cmd_kill(args: argparse.Namespace) -> None:
-    info = machine(args.threads)
-    print_machine(info)
+    info = describe(args.threads)
+    print(header(info))
     work = Path(tempfile.mkdtemp(prefix="gptloss-bench-annotate-", dir=args.workdir))
     runner = Runner(work, info["threads"])
     corpus, _, rows, characters = take_rows(args.corpus, args.limit_rows, work)

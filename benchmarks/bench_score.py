@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from machine import ROOT, describe, header
 
 
 def build_text(tokenizer, n_tokens: int) -> str:
@@ -276,7 +276,8 @@ def main() -> None:
     peaks = {d: matmul_peak(d, args.device) for d in ("float32", "bfloat16", "float16") if d in used}
     roofline = peaks["float32"] * 1e9 / (2 * params)
     print(f"model {args.model}: {params / 1e6:.0f}M parameters; text {args.tokens}+ tokens; windows {args.max_length}")
-    print(f"device {device_name(args.device)}; batch size {args.batch_size}", end="")
+    print(header(describe()))
+    print(f"device {args.device}; batch size {args.batch_size}", end="")
     print(f"; warm-up {args.warmup}; compile {args.compile}")
     print("matmul peak: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in peaks.items()))
     print(f"fp32 roofline: {roofline:.0f} tok/s")
@@ -327,16 +328,6 @@ def print_table(results: dict, first: tuple, roofline: float, cuda: bool) -> Non
         if llama:
             row += f"{tps / med(llama, scored):>8.2f}{fwd / med(llama, forwarded):>7.2f}"
         print(row + (f"{max(s['gpu_mb'] for s in samples):>8.0f}" if cuda else ""))
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name()
-    import platform
-
-    return f"{platform.processor() or platform.machine()} CPU"
 
 
 if __name__ == "__main__":

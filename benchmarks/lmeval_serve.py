@@ -175,7 +175,8 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(ROOT))
-    from load_serve import Server, machine
+    from load_serve import Server
+    from machine import describe
 
     venv = Path(args.venv)
     if not (venv / "bin" / "lm_eval").exists():
@@ -190,7 +191,7 @@ def main() -> None:
         model_dir = locate(args.model, None)[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    info = machine()
+    info = describe()
     version = subprocess.run(
         [
             str(venv / "bin" / "python"),

@@ -52,49 +52,17 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from machine import ROOT, describe, header
+
 SOURCES = ("/usr/share/common-licenses/*", "/usr/share/doc/*/copyright")
 READY = re.compile(r"serving .* at (http://(\S+):(\d+))")
 READ_LIMIT = 400_000  # characters read from one source file
 
 
 # ----------------------------------------------------------------------------------------------- the machine
-
-
-def machine() -> dict[str, Any]:
-    """The CPU's model and the flags that decide bf16 speed, the cores this process may use, versions."""
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
-
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "absent"
-
-    return {
-        "cpu": model,
-        "flags": {f: f in flags for f in wanted},
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "torch": version("torch"),
-        "transformers": version("transformers"),
-        "python": sys.version.split()[0],
-    }
 
 
 # ----------------------------------------------------------------------------------------------- the texts
@@ -569,13 +537,8 @@ def main() -> None:
     if args.child_offline:
         print(json.dumps(child_offline(args)))
         return
-    info = machine()
-    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["flags"].items())
-    print(f"cpu: {info['cpu']}; {info['usable_cpus']} of {info['logical_cpus']} logical CPUs usable; {flags}")
-    print(
-        f"torch {info['torch']}, transformers {info['transformers']}, python {info['python']}, "
-        f"OMP_NUM_THREADS {info['omp_num_threads'] or 'unset'}"
-    )
+    info = describe()
+    print(header(info))
     levels = [] if args.levels in ("", "none") else [int(x) for x in args.levels.split(",")]
     results: dict[str, Any] = {"machine": info, "model": args.model, "args": vars(args)}
     work = Path(tempfile.mkdtemp(prefix="gptloss-load-"))
