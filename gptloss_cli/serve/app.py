@@ -1,8 +1,9 @@
 """`gptloss serve`'s HTTP API (FastAPI): OpenAI-style completions with echo and logprobs, vLLM's tokenizer
 endpoints, gptloss's own score / tokens / compare in the command line's JSON schemas, and the page at /.
 
-Every request body is read with a size limit and checked here; what is wrong with it is a 4xx with an
-OpenAI-style `{"error": {"message", "type"}}` and the server goes on. A request names only the models loaded
+Every request body is read with a size limit and checked against its model in serve.bodies (completions
+against serve.openai's rules too); what is wrong with it is a 4xx with an OpenAI-style
+`{"error": {"message", "type"}}` and the server goes on. A request names only the models loaded
 at start. The scoring happens on the worker (serve.work), which batches concurrent requests.
 """
 
@@ -16,14 +17,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from ..core.plan import WindowSettings
-from ..core.presets import DEFAULT, preset_names
 from ..core.totals import Bootstrap
 from ..core.windows import BosPolicy
 from ..inputs.chat import chat_renderer
@@ -33,6 +32,18 @@ from ..inputs.fields import BadRecord, check_unicode, parse_messages
 from ..models.spec import LoadedModel
 from ..tasks.analyses import Analyses
 from ..tasks.logprobs import Completion
+from . import openai
+from .bodies import (
+    Body,
+    CompareBody,
+    CompletionRequest,
+    DetokenizeBody,
+    InputBody,
+    ScoreBody,
+    TokenizeBody,
+    TokensBody,
+    schema,
+)
 from .handlers import CompareWork, CompletionWork, Limits, ScoreWork, TokensWork, handlers
 from .work import Request as Work
 from .work import ServeError, Worker
@@ -52,95 +63,6 @@ class ServeSettings:
     window: float = 0.005
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class CompletionRequest(_Body):
-    """OpenAI's legacy completions request; the fields that ask for sampling are refused."""
-
-    model: str | None = None
-    prompt: str | list[str] | list[int] | list[list[int]]
-    echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=20)
-    max_tokens: int | None = Field(16, ge=0)
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int = 1
-    best_of: int | None = None
-    stream: bool = False
-    stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
-    suffix: str | None = None
-
-
-class Chat(_Body):
-    role: str
-    content: str
-
-
-class InputBody(_Body):
-    """What to score: texts, or prompts and completions (only completions scored), or chats (the turns of
-    `score_roles` scored); and the windows, as the command line's options."""
-
-    model: str | None = None
-    texts: list[str] | None = None
-    prompts: list[str] | None = None
-    completions: list[str] | None = None
-    messages: list[list[dict[str, Any]]] | None = None
-    score_roles: list[str] | None = None
-    protocol: str = DEFAULT
-    max_length: int | None = Field(None, ge=2)
-    stride: int | None = Field(None, ge=1)
-    batch_size: int = Field(8, ge=1, le=256)
-    bos: BosPolicy = BosPolicy.auto
-
-    @field_validator("protocol")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in preset_names():
-            raise ValueError(f"{value!r} is not one of {', '.join(preset_names())}")
-        return value
-
-    def window_settings(self) -> WindowSettings:
-        return WindowSettings(self.max_length, self.stride, self.bos, self.batch_size, protocol=self.protocol)
-
-
-class ScoreBody(InputBody):
-    membership: bool = False
-    min_k: float = Field(0.2, gt=0, le=1)
-    by_position: int | None = Field(None, ge=1)
-    bootstrap: int = Field(0, ge=0, le=100_000)
-    seed: int = 0
-
-
-class TokensBody(InputBody):
-    top_k: int = Field(5, ge=0, le=100)
-    unit: Literal["token", "word"] = "token"
-
-
-class CompareBody(InputBody):
-    model_b: str
-    top: int = Field(10, ge=0, le=1000)
-    bootstrap: int = Field(0, ge=0, le=100_000)
-    seed: int = 0
-    binoculars: bool = False
-    spans: bool = False  # each document's paired units (start, end, nll_a, nll_b, delta_nll, kl), for the page
-
-
-class TokenizeBody(_Body):
-    model: str | None = None
-    prompt: str
-    add_special_tokens: bool = True
-
-
-class DetokenizeBody(_Body):
-    model: str | None = None
-    tokens: list[int]
 
 
 def create_app(
@@ -178,7 +100,7 @@ def create_app(
             raise ServeError(404, f"model {name!r} is not served here; these are: {', '.join(models)}", "not_found")
         return name
 
-    async def body(request: Request, kind: type[_Body]) -> Any:
+    async def body(request: Request, kind: type[Body]) -> Any:
         size = 0
         parts = []
         async for part in request.stream():
@@ -289,45 +211,21 @@ def create_app(
             ],
         }
 
-    @app.post("/v1/completions", openapi_extra=_schema(CompletionRequest))
+    @app.post("/v1/completions", openapi_extra=schema(CompletionRequest))
     async def completions(request: Request) -> Any:
         given: CompletionRequest = await body(request, CompletionRequest)
         model = pick(given.model)
-        max_tokens = 16 if given.max_tokens is None else given.max_tokens
-        sampling = (given.temperature or 0) > 0 and max_tokens > 0
-        if sampling or (given.top_p is not None and given.top_p < 1 and max_tokens > 0):
-            raise ServeError(400, "this server scores: it gives greedy tokens only (temperature 0), no sampling")
-        if given.n != 1 or (given.best_of or 1) != 1:
-            raise ServeError(400, "this server scores: n and best_of must be 1")
-        if given.stream:
-            raise ServeError(400, "this server does not stream: send stream false")
-        if (given.presence_penalty or 0) or (given.frequency_penalty or 0) or given.logit_bias or given.suffix:
-            raise ServeError(400, "this server scores: no penalties, logit_bias or suffix")
-        if max_tokens > settings.limits.new_tokens:
-            raise ServeError(400, f"max_tokens {max_tokens}: this server adds at most {settings.limits.new_tokens}")
-        prompts = _prompts(given.prompt)
+        max_tokens = openai.new_tokens(given, settings.limits.new_tokens)
+        prompts = openai.prompts(given.prompt)
         size = check_chars([p for p in prompts if isinstance(p, str)]) + sum(
             len(p) for p in prompts if not isinstance(p, str)
         )
         top = given.logprobs or 0
         work = Work("complete", model, ("complete",), CompletionWork(prompts, top, max_tokens), size)
         found: list[Completion] = await run(request, work)
-        stops = [given.stop] if isinstance(given.stop, str) else list(given.stop or [])
-        choices = [_choice(i, c, given.echo, given.logprobs, stops) for i, c in enumerate(found)]
-        used = sum(len(c.prompt) for c in found)
-        made = sum(len(c["_generated"]) for c in choices)
-        for choice in choices:
-            del choice["_generated"]
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": choices,
-            "usage": {"prompt_tokens": used, "completion_tokens": made, "total_tokens": used + made},
-        }
+        return openai.response(model, found, given)
 
-    @app.post("/tokenize", openapi_extra=_schema(TokenizeBody))
+    @app.post("/tokenize", openapi_extra=schema(TokenizeBody))
     async def tokenize(request: Request) -> Any:
         given: TokenizeBody = await body(request, TokenizeBody)
         loaded = models[pick(given.model)]
@@ -335,7 +233,7 @@ def create_app(
         ids, _ = await asyncio.to_thread(loaded.tokenizer.encode, given.prompt, given.add_special_tokens)
         return {"tokens": ids.tolist(), "count": len(ids), "max_model_len": loaded.backend.context_length}
 
-    @app.post("/detokenize", openapi_extra=_schema(DetokenizeBody))
+    @app.post("/detokenize", openapi_extra=schema(DetokenizeBody))
     async def detokenize(request: Request) -> Any:
         given: DetokenizeBody = await body(request, DetokenizeBody)
         loaded = models[pick(given.model)]
@@ -361,7 +259,7 @@ def create_app(
             "add_bos_token": loaded.tokenizer.adds_bos,
         }
 
-    @app.post("/v1/score", openapi_extra=_schema(ScoreBody))
+    @app.post("/v1/score", openapi_extra=schema(ScoreBody))
     async def score(request: Request) -> Any:
         given: ScoreBody = await body(request, ScoreBody)
         model = pick(given.model)
@@ -372,7 +270,7 @@ def create_app(
         work = ScoreWork(docs, settings_, analyses, boot)
         return await run(request, Work("score", model, (settings_, analyses), work, sum(len(d.text) for d in docs)))
 
-    @app.post("/v1/tokens", openapi_extra=_schema(TokensBody))
+    @app.post("/v1/tokens", openapi_extra=schema(TokensBody))
     async def tokens(request: Request) -> Any:
         given: TokensBody = await body(request, TokensBody)
         model = pick(given.model)
@@ -382,7 +280,7 @@ def create_app(
         key = (settings_, given.top_k, given.unit)
         return await run(request, Work("tokens", model, key, work, sum(len(d.text) for d in docs)))
 
-    @app.post("/v1/compare", openapi_extra=_schema(CompareBody))
+    @app.post("/v1/compare", openapi_extra=schema(CompareBody))
     async def compare(request: Request) -> Any:
         given: CompareBody = await body(request, CompareBody)
         model, other = pick(given.model), pick(given.model_b)
@@ -441,64 +339,3 @@ class Guard:
         ms = (time.perf_counter() - began) * 1000
         tokens = scope.get("state", {}).get("tokens", 0)
         self.log(f"{scope['method']} {scope['path']} {status} {tokens} tokens {ms:.0f} ms")
-
-
-def _schema(kind: type[BaseModel]) -> dict[str, Any]:
-    """The request body's JSON schema for the OpenAPI page (bodies are read by hand, with a size limit)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": kind.model_json_schema()}}}}
-
-
-def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> tuple[str | tuple[int, ...], ...]:
-    if isinstance(prompt, str):
-        return (prompt,)
-    if not prompt:
-        raise ServeError(400, "prompt: an empty list")
-    if all(isinstance(p, int) for p in prompt):
-        return (tuple(int(p) for p in prompt),)  # type: ignore[arg-type]
-    if all(isinstance(p, str) for p in prompt):
-        return tuple(str(p) for p in prompt)
-    return tuple(tuple(int(t) for t in p) for p in prompt)  # type: ignore[union-attr]
-
-
-def _choice(index: int, found: Completion, echo: bool, logprobs: int | None, stops: list[str]) -> dict[str, Any]:
-    """One choice in the legacy completions shape: the text (the prompt's too with echo), and with `logprobs`
-    the tokens, their log-probabilities (null for the first prompt token), the top alternatives (each token's
-    own among them, as vLLM gives them) and each token's offset in the text. An end-of-sequence token the
-    model chose is listed last among the tokens (not in the text), as vLLM lists it."""
-    generated = list(found.generated)
-    reason = found.finish_reason
-    text = found.generated_text
-    for stop in stops:  # a stop sequence ends the text before it
-        at = text.find(stop) if stop else -1
-        if at >= 0:
-            kept, length = [], 0
-            for token in found.text_tokens:
-                if length >= at:
-                    break
-                kept.append(token)
-                length += len(token.token)
-            generated, text, reason = kept, text[:at], "stop"
-    shown = [*found.prompt_tokens, *generated] if echo else generated
-    choice: dict[str, Any] = {
-        "index": index,
-        "text": (found.prompt.text if echo else "") + text,
-        "logprobs": None,
-        "finish_reason": reason,
-        "_generated": generated,
-    }
-    if logprobs is not None:
-        tops: list[dict[str, float] | None] = []
-        for token in shown:
-            if token.logprob is None:
-                tops.append(None)
-                continue
-            entry = {c.token: c.logprob for c in (token.top or ())[:logprobs]}
-            entry[token.token] = token.logprob
-            tops.append(entry)
-        choice["logprobs"] = {  # offsets count from the prompt's start, with echo or without (as OpenAI's)
-            "tokens": [t.token for t in shown],
-            "token_logprobs": [t.logprob for t in shown],
-            "top_logprobs": tops,
-            "text_offset": [t.offset for t in shown],
-        }
-    return choice
