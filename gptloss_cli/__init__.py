@@ -42,13 +42,13 @@ _EXPORTS = {
     "WindowSettings": "core.plan",
     "WordRecord": "tasks.tokens",
     "World": "core.distributed",
-    "RowScorer": "tasks.annotate",
+    "RowScorer": "tasks.rows",
     "compare_documents": "tasks.compare",
     "corpus_files": "inputs.corpus",
     "context_curve": "tasks.context_curve",
     "load_model": "models.loader",
     "merge_runs": "tasks.merge",
-    "row_options": "tasks.annotate",
+    "row_options": "tasks.rows",
     "read_dataset": "inputs.dataset",
     "score_documents": "tasks.score",
     "score_texts": "tasks.score",
@@ -67,10 +67,11 @@ if TYPE_CHECKING:
     from .models.loader import load_model
     from .models.spec import Device, Dtype, LoadedModel, ModelInfo
     from .tasks.analyses import Analyses
-    from .tasks.annotate import AnnotateSettings, Annotation, RowScorer, row_options
+    from .tasks.annotate import AnnotateSettings, Annotation
     from .tasks.compare import CompareResult, compare_documents
     from .tasks.context_curve import context_curve
     from .tasks.merge import merge_runs
+    from .tasks.rows import RowScorer, row_options
     from .tasks.score import DocumentScore, ScoreResult, ScoreRun, score_documents, score_texts
     from .tasks.tokens import TokenRecord, TokenRun, WordRecord
 

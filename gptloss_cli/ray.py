@@ -39,7 +39,7 @@ from .inputs.corpus import Chunk, ColumnType
 from .inputs.dataset import DatasetOptions
 from .models.spec import DEFAULT_MODEL, Backend, Device, Dtype, ModelRequest
 from .tasks.analyses import Analyses
-from .tasks.annotate import Columns, RowScorer, ScoredRows, row_options
+from .tasks.rows import Columns, RowScorer, ScoredRows, row_options
 
 MISSING = "--engine ray needs pip install 'gptloss[ray]'"
 ANSI = r"\x1b\[[0-9;]*m"  # colours in Ray's messages

@@ -143,6 +143,7 @@ def assert_same_rows(got: list[dict[str, Any]], expected: list[dict[str, Any]], 
 
 def test_a_stopped_run_resumes_to_the_uninterrupted_output(model_dirs, corpus, tmp_path: Path, monkeypatch) -> None:
     from gptloss_cli.tasks import annotate as task
+    from gptloss_cli.tasks.rows import RowScorer
 
     whole = tmp_path / "whole"
     annotate(model_dirs["llama"], corpus, "-o", whole, "--chunk-rows", 3)
@@ -172,13 +173,13 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_output(model_dirs, corpus, t
     (out / ".b.jsonl.x1y2.tmp").write_text("half an output, as kill -9 leaves it")
     (state / "b.jsonl.chunks" / ".000001.jsonl.z3.tmp").write_text("half a chunk")
     scored = []
-    score = task.RowScorer.score
+    score = RowScorer.score
 
     def counted(self: Any, records: Any, *args: Any) -> Any:
         scored.append(len(records))
         return score(self, records, *args)
 
-    monkeypatch.setattr(task.RowScorer, "score", counted)
+    monkeypatch.setattr(RowScorer, "score", counted)
     annotate(model_dirs["llama"], corpus, "-o", out, "--chunk-rows", 3, "--resume")
     assert scored == [3, 2, 3, 3, 2]  # b.jsonl's last two chunks, then c.jsonl.gz: nothing done twice
     for name in ("a.parquet", "b.jsonl", "sub/c.jsonl.gz"):

@@ -185,7 +185,7 @@ def test_a_failing_worker_is_one_line(cluster: Any, model_dirs: dict[str, Path])
     from gptloss_cli.models.spec import ModelRequest
     from gptloss_cli.ray import RayEngine
     from gptloss_cli.tasks.analyses import Analyses
-    from gptloss_cli.tasks.annotate import row_options
+    from gptloss_cli.tasks.rows import row_options
 
     missing = str(model_dirs["llama"].parent / "no-such-model")
     engine = RayEngine(ModelRequest(missing), row_options(), WindowSettings(), Analyses(), None, 1)

@@ -39,7 +39,7 @@ def _rows(
     score_roles: str | None,
     chat_template: Path | None,
 ) -> Any:
-    from ..tasks.annotate import row_options
+    from ..tasks.rows import row_options
 
     roles = None if score_roles is None else tuple(r.strip() for r in score_roles.split(",") if r.strip())
     return row_options(
@@ -242,7 +242,8 @@ def run_annotation(
     engine: tuple[EngineName, str | None, int],
 ) -> None:
     from ..inputs.corpus import check_outdir, corpus_files
-    from ..tasks.annotate import STATE, Annotation, RowScorer
+    from ..tasks.annotate import STATE, Annotation
+    from ..tasks.rows import RowScorer
 
     world = join(console.world(), model)
     files = corpus_files(inputs)
