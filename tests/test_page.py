@@ -427,3 +427,22 @@ def test_the_page_asks_for_the_api_key_after_a_401(browser: Any, server: Server)
     models_loaded(tab)
     assert tab.is_hidden("#key-form")
     context.close()
+
+
+def test_the_panel_stays_with_a_token_the_browser_scrolled_to(page: Any) -> None:
+    """Hovering a token below the fold scrolls it into view first; the scroll event that follows must not take
+    the panel away while the pointer is on the token, and leaving the tokens still hides it."""
+    page.set_viewport_size({"width": 1100, "height": 500})
+    page.fill("#text", "".join(f"line {i} of a long text\n" for i in range(60)))
+    submit(page)
+    last = len(tokens(page)) - 1
+    page.hover(f"#tokens .tok[data-index='{last}']")
+    until(page, "window.scrollY > 0")
+    time.sleep(0.3)  # the scroll event comes after the pointer's
+    assert page.is_visible("#tip")
+    token = page.eval_on_selector(f"#tokens .tok[data-index='{last}']", "e => e.getBoundingClientRect().toJSON()")
+    panel = page.eval_on_selector("#tip", "e => e.getBoundingClientRect().toJSON()")
+    assert panel["top"] >= token["bottom"] or panel["bottom"] <= token["top"]  # beside its token, on screen
+    assert 0 <= panel["top"] and panel["bottom"] <= 500
+    page.mouse.move(5, 5)
+    until(page, "document.querySelector('#tip').hidden")
