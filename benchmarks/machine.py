@@ -55,8 +55,6 @@ def describe(threads: int | None = None) -> dict[str, Any]:
     return {
         "cpu": model,
         "flags": {f: f in flags for f in FLAGS},
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx_bf16": "amx_bf16" in flags,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,

@@ -1,8 +1,8 @@
 """`gptloss serve`'s HTTP API (FastAPI): OpenAI-style completions with echo and logprobs, vLLM's tokenizer
 endpoints, gptloss's own score / tokens / compare in the command line's JSON schemas, and the page at /.
 
-Every request body is read with a size limit and checked against its model in serve.bodies (completions
-against serve.openai's rules too); what is wrong with it is a 4xx with an OpenAI-style
+Every request body is read with a size limit and checked against its class in serve.bodies (a completions
+request against serve.openai's rules too); what is wrong with it is a 4xx with an OpenAI-style
 `{"error": {"message", "type"}}` and the server goes on. A request names only the models loaded
 at start. The scoring happens on the worker (serve.work), which batches concurrent requests.
 """

@@ -38,11 +38,6 @@ class CompletionRequest(Body):
     suffix: str | None = None
 
 
-class Chat(Body):
-    role: str
-    content: str
-
-
 class InputBody(Body):
     """What to score: texts, or prompts and completions (only completions scored), or chats (the turns of
     `score_roles` scored); and the windows, as the command line's options."""
